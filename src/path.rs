@@ -1,0 +1,155 @@
+//! File paths: the rules of the contract (spec section 3), applied once at the edge.
+//!
+//! A `FilePath` exists only in normalized, valid form, so storage and the firehose never see
+//! `//`, `.`, `..`, control characters or over-long segments. Percent-encoding is decoded here,
+//! which is why `%2e%2e` cannot be used to climb out of `/pub/`.
+
+use crate::error::{Error, Result};
+
+/// Every stored path lives under this root.
+pub const PUBLIC_ROOT: &str = "/pub/";
+pub const MAX_SEGMENT_BYTES: usize = 255;
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// A normalized path under `/pub/`. Ends with `/` when it names a directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FilePath(String);
+
+impl FilePath {
+    /// Decode and normalize a request path (as it appears in the URI).
+    pub fn from_uri_path(raw: &str) -> Result<Self> {
+        let decoded = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| Error::bad_request("path is not valid UTF-8 once percent-decoded"))?;
+        Self::parse(&decoded)
+    }
+
+    /// Normalize an already-decoded path: `//` collapses, `.` drops, `..` pops (never above
+    /// the root). The result must lie under `/pub/`.
+    pub fn parse(path: &str) -> Result<Self> {
+        if !path.starts_with('/') {
+            return Err(Error::bad_request("path must start with /pub/"));
+        }
+        if path.len() > MAX_PATH_BYTES {
+            return Err(Error::bad_request(format!(
+                "path is {} bytes long; at most {MAX_PATH_BYTES} are allowed",
+                path.len()
+            )));
+        }
+        let mut segments: Vec<&str> = Vec::new();
+        for segment in path.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    segments.pop();
+                }
+                _ => {
+                    if segment.len() > MAX_SEGMENT_BYTES {
+                        return Err(Error::bad_request(format!(
+                            "path segment is {} bytes long; at most {MAX_SEGMENT_BYTES} are allowed",
+                            segment.len()
+                        )));
+                    }
+                    if segment.chars().any(char::is_control) {
+                        return Err(Error::bad_request(
+                            "path contains a control character",
+                        ));
+                    }
+                    segments.push(segment);
+                }
+            }
+        }
+        // A trailing `/`, `/.` or `/..` leaves a directory.
+        let is_dir = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+        let mut normalized = String::with_capacity(path.len());
+        for segment in &segments {
+            normalized.push('/');
+            normalized.push_str(segment);
+        }
+        if is_dir || segments.is_empty() {
+            normalized.push('/');
+        }
+        if !normalized.starts_with(PUBLIC_ROOT) && normalized != "/pub/" {
+            return Err(Error::bad_request(format!(
+                "path {normalized} is outside /pub/"
+            )));
+        }
+        Ok(FilePath(normalized))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the path names a directory (ends with `/`).
+    pub fn is_dir(&self) -> bool {
+        self.0.ends_with('/')
+    }
+
+    /// The path of a file: directories cannot be written or deleted.
+    pub fn into_file(self) -> Result<Self> {
+        if self.is_dir() {
+            return Err(Error::bad_request(format!(
+                "{} is a directory; a file path must not end with /",
+                self.0
+            )));
+        }
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for FilePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> String {
+        FilePath::parse(raw).expect(raw).0
+    }
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(ok("/pub/a/b.txt"), "/pub/a/b.txt");
+        assert_eq!(ok("/pub//a///b"), "/pub/a/b");
+        assert_eq!(ok("/pub/./a/./b"), "/pub/a/b");
+        assert_eq!(ok("/pub/a/../b"), "/pub/b");
+        assert_eq!(ok("/pub/a/"), "/pub/a/");
+        assert_eq!(ok("/pub/a/.."), "/pub/");
+        assert_eq!(ok("/pub"), "/pub/");
+    }
+
+    #[test]
+    fn refuses() {
+        for bad in [
+            "pub/a",
+            "/pub/../etc/passwd",
+            "/../../pub/../x",
+            "/priv/a",
+            "/",
+            "/pub/a\u{0}b",
+            "/pub/a\nb",
+        ] {
+            assert!(FilePath::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let long = format!("/pub/{}", "x".repeat(256));
+        assert!(FilePath::parse(&long).is_err());
+        let deep = format!("/pub/{}", "a/".repeat(2100));
+        assert!(FilePath::parse(&deep).is_err());
+    }
+
+    #[test]
+    fn decodes_percent_before_normalizing() {
+        assert!(FilePath::from_uri_path("/pub/%2e%2e/%2e%2e/etc").is_err());
+        assert_eq!(
+            FilePath::from_uri_path("/pub/a%20b").unwrap().as_str(),
+            "/pub/a b"
+        );
+        assert!(FilePath::from_uri_path("/pub/%ff").is_err());
+        assert!(FilePath::from_uri_path("/pub/a%00").is_err());
+    }
+}

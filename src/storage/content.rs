@@ -1,0 +1,161 @@
+//! File content on its way in and out.
+//!
+//! In: a request body is received, hashed and counted as it streams, into memory while small
+//! and into a spool file under `<data>/tmp` once large, before the writer commits it. The LMDB
+//! write transaction therefore never waits on the network.
+//! Out: content is read back one chunk per read transaction, so a slow reader holds no
+//! snapshot open and a large file never sits whole in memory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use super::schema::{FileMeta, CHUNK_SIZE};
+use super::Store;
+use crate::error::{Error, Result};
+
+/// Bodies up to this size stay in memory; larger ones are spooled to disk.
+pub const MEMORY_SPOOL_LIMIT: usize = 1 << 20;
+/// How much of the start of a body is kept for content-type sniffing.
+pub const HEAD_LEN: usize = 512;
+
+/// A received body, waiting to be committed.
+#[derive(Debug)]
+pub enum Spooled {
+    Memory(Bytes),
+    File(tempfile::NamedTempFile),
+}
+
+/// A body received in full: where it is, and what it is.
+#[derive(Debug)]
+pub struct Received {
+    pub body: Spooled,
+    pub hash: [u8; 32],
+    pub size: u64,
+    /// The first bytes, for content-type detection.
+    pub head: Vec<u8>,
+}
+
+/// Where spool files go; created on demand.
+pub fn spool_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tmp")
+}
+
+/// Receive a body of at most `max_size` bytes. A larger body is refused as soon as it crosses
+/// the limit, without reading the rest.
+pub async fn receive<S, E>(mut body: S, max_size: u64, spool_dir: &Path) -> Result<Received>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut hasher = blake3::Hasher::new();
+    let mut size: u64 = 0;
+    let mut memory: Vec<u8> = Vec::new();
+    let mut head: Vec<u8> = Vec::new();
+    let mut file: Option<(tempfile::NamedTempFile, tokio::fs::File)> = None;
+    while let Some(frame) = body.next().await {
+        let data =
+            frame.map_err(|err| Error::bad_request(format!("reading the body failed: {err}")))?;
+        size += data.len() as u64;
+        if size > max_size {
+            return Err(Error::PayloadTooLarge(format!(
+                "the body is larger than the {max_size} bytes this server accepts"
+            )));
+        }
+        hasher.update(&data);
+        if head.len() < HEAD_LEN {
+            let take = (HEAD_LEN - head.len()).min(data.len());
+            head.extend_from_slice(&data[..take]);
+        }
+        match &mut file {
+            Some((_, writer)) => writer.write_all(&data).await?,
+            None if memory.len() + data.len() <= MEMORY_SPOOL_LIMIT => {
+                memory.extend_from_slice(&data)
+            }
+            None => {
+                tokio::fs::create_dir_all(spool_dir).await?;
+                let named = tempfile::NamedTempFile::new_in(spool_dir)?;
+                let mut writer = tokio::fs::File::from_std(named.as_file().try_clone()?);
+                writer.write_all(&memory).await?;
+                writer.write_all(&data).await?;
+                memory = Vec::new();
+                file = Some((named, writer));
+            }
+        }
+    }
+    let body = match file {
+        Some((named, mut writer)) => {
+            writer.flush().await?;
+            Spooled::File(named)
+        }
+        None => Spooled::Memory(Bytes::from(memory)),
+    };
+    Ok(Received {
+        body,
+        hash: *hasher.finalize().as_bytes(),
+        size,
+        head,
+    })
+}
+
+impl Spooled {
+    /// Hand the content to `put_chunk` in `CHUNK_SIZE` pieces, in order.
+    pub(crate) fn for_each_chunk(
+        &self,
+        mut put_chunk: impl FnMut(u32, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Spooled::Memory(bytes) => {
+                for (index, chunk) in bytes.chunks(CHUNK_SIZE).enumerate() {
+                    put_chunk(index as u32, chunk)?;
+                }
+            }
+            Spooled::File(named) => {
+                let mut file = named.reopen()?;
+                let mut buf = vec![0u8; CHUNK_SIZE];
+                let mut index = 0u32;
+                loop {
+                    let filled = read_full(&mut file, &mut buf)?;
+                    if filled == 0 {
+                        break;
+                    }
+                    put_chunk(index, &buf[..filled])?;
+                    index += 1;
+                    if filled < CHUNK_SIZE {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// The content of a file as a stream of chunks. If the file is replaced or deleted while it is
+/// being read, the stream ends with an error rather than mixing two versions.
+pub fn read_stream(store: Store, meta: FileMeta) -> impl Stream<Item = std::io::Result<Bytes>> {
+    let chunks = meta.chunk_count();
+    futures_util::stream::iter(0..chunks).map(move |index| {
+        match store.chunk(meta.content_seq, index) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(std::io::Error::other(
+                "the file changed while it was being read",
+            )),
+            Err(err) => Err(std::io::Error::other(err.to_string())),
+        }
+    })
+}

@@ -1,0 +1,209 @@
+//! The LMDB tables and the records they hold.
+//!
+//! Keys are big-endian where they are numbers, so LMDB's byte order is number order: the event
+//! log iterates in sequence order and a file's chunks in offset order. Values are postcard,
+//! versioned through `migrations/` rather than through per-record tags.
+
+use heed::types::{Bytes, Str, U64};
+use heed::{byteorder::BigEndian, Database, Env, RoTxn, WithoutTls};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Names of the databases, as migrations create them.
+pub mod names {
+    pub const META: &str = "meta";
+    pub const USERS: &str = "users";
+    pub const SESSIONS: &str = "sessions";
+    pub const USED_AUTH_TOKENS: &str = "used_auth_tokens";
+    pub const SIGNUP_TOKENS: &str = "signup_tokens";
+    pub const FILES: &str = "files";
+    pub const CHUNKS: &str = "chunks";
+    pub const EVENTS: &str = "events";
+}
+
+/// Keys of the `meta` table.
+pub mod meta_keys {
+    /// The schema version, u32 big-endian: the number of migrations applied.
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    /// The last sequence number ever assigned, u64 big-endian. Kept apart from the event log so
+    /// that a sequence is never reused even if retention empties the log.
+    pub const LAST_SEQ: &str = "last_seq";
+    /// The server's public key, z-base32, to notice a data dir paired with the wrong key file.
+    pub const SERVER_KEY: &str = "server_key";
+}
+
+pub type Meta = Database<Str, Bytes>;
+pub type EventLog = Database<U64<BigEndian>, Bytes>;
+
+/// Handles to every table; cheap to copy.
+#[derive(Clone, Copy)]
+pub struct Tables {
+    pub meta: Meta,
+    /// z32 -> `UserRecord`
+    pub users: Database<Str, Bytes>,
+    /// session secret -> `pubky_common::session::CookieSessionRecord` (its own postcard form)
+    pub sessions: Database<Str, Bytes>,
+    /// AuthToken signature -> the token's timestamp (microseconds), to refuse replays
+    pub used_auth_tokens: Database<Bytes, U64<BigEndian>>,
+    /// signup token -> `SignupTokenRecord`
+    pub signup_tokens: Database<Str, Bytes>,
+    /// `file_key(user, path)` -> `FileMeta`
+    pub files: Database<Bytes, Bytes>,
+    /// `chunk_key(content_seq, index)` -> up to `CHUNK_SIZE` bytes of content
+    pub chunks: Database<Bytes, Bytes>,
+    /// sequence -> `Event`
+    pub events: EventLog,
+}
+
+impl Tables {
+    /// Open the tables the migrations created; a missing one means a damaged store.
+    pub fn open(env: &Env<WithoutTls>, rtxn: &RoTxn<'_, WithoutTls>) -> Result<Self> {
+        fn open<K: 'static, V: 'static>(
+            env: &Env<WithoutTls>,
+            rtxn: &RoTxn<'_, WithoutTls>,
+            name: &str,
+        ) -> Result<Database<K, V>> {
+            env.open_database(rtxn, Some(name))?
+                .ok_or_else(|| Error::Corrupt(format!("the store has no {name} table")))
+        }
+        Ok(Tables {
+            meta: open(env, rtxn, names::META)?,
+            users: open(env, rtxn, names::USERS)?,
+            sessions: open(env, rtxn, names::SESSIONS)?,
+            used_auth_tokens: open(env, rtxn, names::USED_AUTH_TOKENS)?,
+            signup_tokens: open(env, rtxn, names::SIGNUP_TOKENS)?,
+            files: open(env, rtxn, names::FILES)?,
+            chunks: open(env, rtxn, names::CHUNKS)?,
+            events: open(env, rtxn, names::EVENTS)?,
+        })
+    }
+}
+
+/// Content is stored in chunks of this size, so a large file streams in and out.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// LMDB's largest key (its default build).
+const MAX_KEY_BYTES: usize = 511;
+/// A key longer than LMDB allows keeps this many bytes of `<user><path>`, then a marker byte and
+/// 16 bytes of the BLAKE3 of the whole. The marker (0xFF) never occurs in UTF-8, so hashed keys
+/// never collide with plain ones and still sort under their directory.
+const HASHED_KEY_PREFIX: usize = MAX_KEY_BYTES - 1 - 16;
+const HASHED_KEY_MARKER: u8 = 0xFF;
+
+/// The key of a file: `<z32 user><path>`, the same string the firehose matches subscriptions
+/// against; shortened by hashing when it is longer than LMDB allows.
+pub fn file_key(user: &str, path: &str) -> Vec<u8> {
+    let len = user.len() + path.len();
+    let mut key = Vec::with_capacity(len.min(MAX_KEY_BYTES));
+    key.extend_from_slice(user.as_bytes());
+    key.extend_from_slice(path.as_bytes());
+    if len > MAX_KEY_BYTES {
+        let digest = blake3::hash(&key);
+        key.truncate(HASHED_KEY_PREFIX);
+        key.push(HASHED_KEY_MARKER);
+        key.extend_from_slice(&digest.as_bytes()[..16]);
+    }
+    key
+}
+
+/// The range start for every file whose key begins with `<user><dir>`. When that prefix is too
+/// long to be a key's plain part, it is cut, and callers must check `FileMeta::path`.
+pub fn file_key_prefix(user: &str, dir: &str) -> (Vec<u8>, bool) {
+    let mut prefix = Vec::with_capacity(user.len() + dir.len());
+    prefix.extend_from_slice(user.as_bytes());
+    prefix.extend_from_slice(dir.as_bytes());
+    if prefix.len() > HASHED_KEY_PREFIX {
+        prefix.truncate(HASHED_KEY_PREFIX);
+        (prefix, true)
+    } else {
+        (prefix, false)
+    }
+}
+
+/// The path in a plain (not hashed) file key; `None` for a hashed one.
+pub fn plain_path(key: &[u8], user_len: usize) -> Option<&str> {
+    let hashed = key.len() == MAX_KEY_BYTES && key[HASHED_KEY_PREFIX] == HASHED_KEY_MARKER;
+    if hashed {
+        return None;
+    }
+    key.get(user_len..).and_then(|p| std::str::from_utf8(p).ok())
+}
+
+pub fn chunk_key(content_seq: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&content_seq.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// A stored file's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// The full path (the key may be hashed).
+    pub path: String,
+    pub size: u64,
+    pub hash: [u8; 32],
+    pub content_type: String,
+    /// Unix milliseconds of the commit that wrote it.
+    pub modified_ms: u64,
+    /// The sequence of the PUT that wrote this content: its chunks are under this number.
+    pub content_seq: u64,
+}
+
+impl FileMeta {
+    pub fn chunk_count(&self) -> u32 {
+        self.size.div_ceil(CHUNK_SIZE as u64) as u32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub created_ms: u64,
+    /// Bytes of file content the user stores, for the quota.
+    pub used_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignupTokenRecord {
+    pub created_ms: u64,
+    /// The user who signed up with it; a token is good for one signup.
+    pub used_by: Option<String>,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|err| Error::Corrupt(err.to_string()))
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_hashed_and_distinct() {
+        let user = "u".repeat(52);
+        let a = format!("/pub/{}", "a".repeat(600));
+        let b = format!("/pub/{}b", "a".repeat(599));
+        let (ka, kb) = (file_key(&user, &a), file_key(&user, &b));
+        assert_eq!(ka.len(), MAX_KEY_BYTES);
+        assert_ne!(ka, kb);
+        assert_eq!(file_key(&user, "/pub/x"), format!("{user}/pub/x").into_bytes());
+    }
+
+    #[test]
+    fn chunk_keys_sort_by_seq_then_index() {
+        assert!(chunk_key(1, u32::MAX) < chunk_key(2, 0));
+        assert!(chunk_key(256, 0) > chunk_key(255, 9));
+    }
+}
