@@ -4,7 +4,10 @@
 //! and fans them out. Everything a subscriber needs is in the event itself, so serving one never
 //! needs a second lookup.
 
+pub mod frame;
+pub mod hub;
 pub mod id;
+pub mod subscriptions;
 
 use serde::{Deserialize, Serialize};
 

@@ -72,7 +72,9 @@ impl Store {
         let lmdb_dir = dir.join("lmdb");
         std::fs::create_dir_all(&lmdb_dir)?;
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
-        open.map_size(options.map_size).max_dbs(16).max_readers(4096);
+        open.map_size(options.map_size)
+            .max_dbs(16)
+            .max_readers(4096);
         if !options.sync {
             // SAFETY: flags only; NO_SYNC keeps the store consistent but may lose the last commits.
             unsafe {
@@ -134,11 +136,7 @@ impl Store {
 
     pub fn user(&self, user: &str) -> Result<Option<UserRecord>> {
         let txn = self.env.read_txn()?;
-        self.tables
-            .users
-            .get(&txn, user)?
-            .map(decode)
-            .transpose()
+        self.tables.users.get(&txn, user)?.map(decode).transpose()
     }
 
     pub fn session(&self, secret: &str) -> Result<Option<CookieSessionRecord>> {

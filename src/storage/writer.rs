@@ -42,7 +42,10 @@ pub enum WriteOp {
         quota: Option<u64>,
     },
     /// Delete a file, record a DEL event.
-    DeleteFile { user: String, path: String },
+    DeleteFile {
+        user: String,
+        path: String,
+    },
     /// Create a user and its first session; consumes the auth token and the signup token.
     Signup {
         user: String,
@@ -58,8 +61,12 @@ pub enum WriteOp {
         session_secret: String,
         session: Vec<u8>,
     },
-    DeleteSession { secret: String },
-    MintSignupToken { token: String },
+    DeleteSession {
+        secret: String,
+    },
+    MintSignupToken {
+        token: String,
+    },
 }
 
 /// An AuthToken being spent: its signature identifies it, its timestamp lets old entries expire.
@@ -286,7 +293,12 @@ fn apply(
         }
         WriteOp::DeleteFile { user, path } => {
             let key = file_key(user, path);
-            let Some(old) = t.files.get(txn, &key)?.map(decode::<FileMeta>).transpose()? else {
+            let Some(old) = t
+                .files
+                .get(txn, &key)?
+                .map(decode::<FileMeta>)
+                .transpose()?
+            else {
                 return Err(Error::NotFound(format!("no file at {path}")));
             };
             delete_chunks(t, txn, &old)?;

@@ -1,0 +1,292 @@
+//! SSE frames: the bytes of one event on the wire, in Hearth's format and in Pubky's.
+//!
+//! A frame depends only on the event, never on who reads it, so the hub encodes each event at
+//! most once per format and every matching subscriber writes the same shared bytes. Encoding
+//! is by hand into one buffer: no JSON library per event, and careful string escaping, because
+//! paths may hold `"`, `\` and any non-control character.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::id::{encode_into, ID_LEN};
+use super::{hash_base64, Event, EventKind};
+
+/// The first bytes of every stream: how long a browser's `EventSource` waits to reconnect.
+pub fn retry(millis: u64) -> Bytes {
+    Bytes::from(format!("retry: {millis}\n\n"))
+}
+
+/// A comment line: keeps idle connections (and the proxies on their way) open.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+fn put_id_line(out: &mut BytesMut, seq: u64) {
+    let mut id = [0u8; ID_LEN];
+    encode_into(seq, &mut id);
+    out.put_slice(b"id: ");
+    out.put_slice(&id);
+    out.put_u8(b'\n');
+}
+
+/// Hearth's frame (spec section 4):
+///
+/// ```text
+/// id: 0000000000011
+/// event: PUT
+/// data: {"seq":"0000000000011","user":"…","path":"…","uri":"pubky://…","hash":"…","size":123,"ts":…}
+/// ```
+pub fn native(event: &Event) -> Bytes {
+    let mut out = BytesMut::with_capacity(200 + 2 * event.key.len());
+    put_id_line(&mut out, event.seq);
+    out.put_slice(b"event: ");
+    out.put_slice(event.kind.as_str().as_bytes());
+    out.put_slice(b"\ndata: {\"seq\":\"");
+    let mut id = [0u8; ID_LEN];
+    encode_into(event.seq, &mut id);
+    out.put_slice(&id);
+    out.put_slice(b"\",\"user\":");
+    put_json_string(&mut out, event.user());
+    out.put_slice(b",\"path\":");
+    put_json_string(&mut out, event.path());
+    out.put_slice(b",\"uri\":\"pubky://");
+    put_json_escaped(&mut out, &event.key);
+    out.put_u8(b'"');
+    if let (EventKind::Put, Some(content)) = (event.kind, &event.content) {
+        out.put_slice(b",\"hash\":\"");
+        // Base64 needs no escaping.
+        out.put_slice(hash_base64(&content.hash).as_bytes());
+        out.put_slice(b"\",\"size\":");
+        put_decimal(&mut out, content.size);
+    }
+    out.put_slice(b",\"ts\":");
+    put_decimal(&mut out, event.ts_ms);
+    out.put_slice(b"}\n\n");
+    out.freeze()
+}
+
+/// Pubky's `/events-stream` frame (spec section 5), with an `id:` line added so that a
+/// browser's `EventSource` resumes by itself:
+///
+/// ```text
+/// id: 0000000000011
+/// event: PUT
+/// data: pubky://<z32>/pub/…
+/// data: cursor: 33
+/// data: content_hash: <base64>
+/// ```
+pub fn pubky(event: &Event) -> Bytes {
+    let mut out = BytesMut::with_capacity(160 + event.key.len());
+    put_id_line(&mut out, event.seq);
+    out.put_slice(b"event: ");
+    out.put_slice(event.kind.as_str().as_bytes());
+    out.put_slice(b"\ndata: pubky://");
+    put_line_safe(&mut out, &event.key);
+    out.put_slice(b"\ndata: cursor: ");
+    put_decimal(&mut out, event.seq);
+    if let (EventKind::Put, Some(content)) = (event.kind, &event.content) {
+        out.put_slice(b"\ndata: content_hash: ");
+        out.put_slice(hash_base64(&content.hash).as_bytes());
+    }
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// One line of Pubky's `/events/` feed: `PUT pubky://<z32><path>`.
+pub fn feed_line(out: &mut String, event: &Event) {
+    out.push_str(event.kind.as_str());
+    out.push_str(" pubky://");
+    for c in event.key.chars() {
+        match c {
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn put_decimal(out: &mut BytesMut, value: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.put_slice(&buf[at..]);
+}
+
+fn put_json_string(out: &mut BytesMut, text: &str) {
+    out.put_u8(b'"');
+    put_json_escaped(out, text);
+    out.put_u8(b'"');
+}
+
+/// JSON string escaping: `"` and `\` escaped, control characters as `\n`-style or `\u00XX`;
+/// everything else (all other UTF-8) passes through unchanged.
+fn put_json_escaped(out: &mut BytesMut, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f | 0x7f => {
+                out.put_slice(&bytes[start..at]);
+                out.put_slice(b"\\u00");
+                out.put_u8(HEX[(byte >> 4) as usize]);
+                out.put_u8(HEX[(byte & 0xf) as usize]);
+                start = at + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.put_slice(&bytes[start..at]);
+        out.put_slice(escape);
+        start = at + 1;
+    }
+    out.put_slice(&bytes[start..]);
+}
+
+/// SSE ends a line at CR or LF; paths never hold them (control characters are refused), but a
+/// frame must not break even if one did.
+fn put_line_safe(out: &mut BytesMut, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'\r' => b"%0D",
+            b'\n' => b"%0A",
+            _ => continue,
+        };
+        out.put_slice(&bytes[start..at]);
+        out.put_slice(escape);
+        start = at + 1;
+    }
+    out.put_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Content;
+    use proptest::prelude::*;
+
+    const ALICE: &str = "o1gg96ewuojmopcjbz8895478wdtxtzzuxnfjjz8o8e77csa1ngo";
+
+    fn put(seq: u64, path: &str) -> Event {
+        Event {
+            seq,
+            kind: EventKind::Put,
+            key: format!("{ALICE}{path}"),
+            ts_ms: 1_763_812_345_678,
+            content: Some(Content {
+                hash: [7; 32],
+                size: 123,
+                content_type: "application/json".into(),
+            }),
+        }
+    }
+
+    fn del(seq: u64, path: &str) -> Event {
+        Event {
+            seq,
+            kind: EventKind::Del,
+            key: format!("{ALICE}{path}"),
+            ts_ms: 5,
+            content: None,
+        }
+    }
+
+    fn text(bytes: Bytes) -> String {
+        String::from_utf8(bytes.to_vec()).expect("frames are UTF-8")
+    }
+
+    #[test]
+    fn native_put_is_the_spec_format() {
+        let hash = hash_base64(&[7; 32]);
+        assert_eq!(
+            text(native(&put(33, "/pub/app/posts/1.json"))),
+            format!(
+                "id: 0000000000011\nevent: PUT\ndata: {{\"seq\":\"0000000000011\",\"user\":\"{ALICE}\",\
+                 \"path\":\"/pub/app/posts/1.json\",\"uri\":\"pubky://{ALICE}/pub/app/posts/1.json\",\
+                 \"hash\":\"{hash}\",\"size\":123,\"ts\":1763812345678}}\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn native_del_has_no_hash_or_size() {
+        assert_eq!(
+            text(native(&del(1, "/pub/a"))),
+            format!(
+                "id: 0000000000001\nevent: DEL\ndata: {{\"seq\":\"0000000000001\",\"user\":\"{ALICE}\",\
+                 \"path\":\"/pub/a\",\"uri\":\"pubky://{ALICE}/pub/a\",\"ts\":5}}\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn pubky_frames() {
+        let hash = hash_base64(&[7; 32]);
+        assert_eq!(
+            text(pubky(&put(42, "/pub/example.txt"))),
+            format!(
+                "id: 000000000001A\nevent: PUT\ndata: pubky://{ALICE}/pub/example.txt\n\
+                 data: cursor: 42\ndata: content_hash: {hash}\n\n"
+            )
+        );
+        assert_eq!(
+            text(pubky(&del(100, "/pub/old.txt"))),
+            format!("id: 0000000000034\nevent: DEL\ndata: pubky://{ALICE}/pub/old.txt\ndata: cursor: 100\n\n")
+        );
+        assert_eq!(
+            text(pubky(&del(1, "/pub/a\nb"))),
+            format!("id: 0000000000001\nevent: DEL\ndata: pubky://{ALICE}/pub/a%0Ab\ndata: cursor: 1\n\n")
+        );
+        let mut line = String::new();
+        feed_line(&mut line, &del(1, "/pub/x"));
+        assert_eq!(line, format!("DEL pubky://{ALICE}/pub/x"));
+    }
+
+    #[test]
+    fn decimals() {
+        for value in [0, 1, 9, 10, 123, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_decimal(&mut out, value);
+            assert_eq!(&out[..], value.to_string().as_bytes());
+        }
+    }
+
+    proptest! {
+        /// Whatever the path, the data line is one line of JSON that decodes to the event.
+        #[test]
+        fn native_data_is_json_of_the_event(path in "/pub/\\PC{0,40}", seq: u64, kind: bool) {
+            let event = if kind { put(seq, &path) } else { del(seq, &path) };
+            let frame = text(native(&event));
+            let lines: Vec<&str> = frame.strip_suffix("\n\n").expect("ends a message").split('\n').collect();
+            prop_assert_eq!(lines.len(), 3);
+            let data = lines[2].strip_prefix("data: ").expect("data line");
+            let json: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
+            prop_assert_eq!(json["path"].as_str(), Some(path.as_str()));
+            prop_assert_eq!(json["uri"].as_str().map(str::to_owned), Some(format!("pubky://{ALICE}{path}")));
+            prop_assert_eq!(json["seq"].as_str().map(str::to_owned), Some(crate::events::id::encode(seq)));
+            prop_assert_eq!(json.get("size").is_some(), kind);
+        }
+
+        #[test]
+        fn control_characters_stay_escaped(path in "/pub/[\\x00-\\x1f\"\\\\a]{0,20}") {
+            let frame = text(native(&del(1, &path)));
+            let data = frame.lines().nth(2).expect("data line").strip_prefix("data: ").expect("data");
+            let json: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
+            prop_assert_eq!(json["path"].as_str(), Some(path.as_str()));
+        }
+    }
+}
