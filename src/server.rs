@@ -24,6 +24,7 @@ pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     public_key: String,
+    store: Store,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
@@ -69,6 +70,7 @@ impl Server {
             .transpose()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let served_store = store.clone();
         let state = AppState {
             store: store.clone(),
             writer,
@@ -105,6 +107,7 @@ impl Server {
             addr,
             admin_addr,
             public_key,
+            store: served_store,
             shutdown,
             task,
         })
@@ -132,9 +135,17 @@ impl Server {
         let _ = self.shutdown.send(true);
     }
 
+    /// The store being served, for reading what is committed (tests, tools).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Wait until the server has stopped and the store is closed.
     pub async fn stopped(self) -> Result<()> {
-        self.task
+        let Server { store, task, .. } = self;
+        // The store closes once every handle is gone, this one included.
+        drop(store);
+        task
             .await
             .map_err(|err| Error::Corrupt(format!("the server task failed: {err}")))?
     }
