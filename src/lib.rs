@@ -5,9 +5,14 @@
 //! - `http`: the HTTP surface, routes grouped by concern;
 //! - `config`, `server`: how a server is configured, started and stopped.
 
+pub mod cli;
+pub mod config;
 pub mod error;
 pub mod events;
+pub mod http;
+pub mod identity;
 pub mod path;
+pub mod server;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -134,6 +134,14 @@ impl Store {
         Ok(self.tables.meta.get(&txn, key)?.map(<[u8]>::to_vec))
     }
 
+    /// Write a `meta` entry. Only for start-up, before the writer runs.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut txn = self.env.write_txn()?;
+        self.tables.meta.put(&mut txn, key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn user(&self, user: &str) -> Result<Option<UserRecord>> {
         let txn = self.env.read_txn()?;
         self.tables.users.get(&txn, user)?.map(decode).transpose()
@@ -176,8 +184,15 @@ impl Store {
         let (prefix, cut) = file_key_prefix(user, dir);
         let upper = prefix_upper_bound(&prefix);
         let cursor_key = options.cursor.as_deref().map(|c| file_key(user, c));
-        let lower_bound = match &cursor_key {
-            Some(cursor) if !options.reverse => Bound::Excluded(cursor.as_slice()),
+        // A shallow page may end on a subdirectory (`.../sub/`): the next page starts after
+        // everything below it, not inside it.
+        let skip_dir = match (&cursor_key, &options.cursor) {
+            (Some(key), Some(cursor)) if cursor.ends_with('/') => prefix_upper_bound(key),
+            _ => None,
+        };
+        let lower_bound = match (&cursor_key, &skip_dir) {
+            (Some(_), Some(after_dir)) if !options.reverse => Bound::Included(after_dir.as_slice()),
+            (Some(cursor), None) if !options.reverse => Bound::Excluded(cursor.as_slice()),
             _ => Bound::Included(prefix.as_slice()),
         };
         let upper_bound = match (&cursor_key, &upper) {

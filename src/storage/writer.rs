@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::content::Spooled;
 use super::schema::{
-    chunk_key, decode, encode, file_key, meta_keys, now_ms, FileMeta, SignupTokenRecord, Tables,
+    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, FileMeta, SignupTokenRecord, Tables,
     UserRecord,
 };
 use super::{read_last_seq, Store};
@@ -247,6 +247,7 @@ fn apply(
                 Some(bytes) => decode(bytes)?,
                 None => return Err(Error::NotFound(format!("no user {user} on this server"))),
             };
+            check_no_collision(t, txn, user, path)?;
             let old: Option<FileMeta> = t.files.get(txn, &key)?.map(decode).transpose()?;
             let old_size = old.as_ref().map_or(0, |m| m.size);
             let used = account.used_bytes.saturating_sub(old_size) + size;
@@ -327,6 +328,7 @@ fn apply(
             session_secret,
             session,
         } => {
+            spend_auth_token(t, txn, auth)?;
             if t.users.get(txn, user)?.is_some() {
                 return Err(Error::Conflict(format!("user {user} already exists")));
             }
@@ -343,7 +345,6 @@ fn apply(
                 record.used_by = Some(user.clone());
                 t.signup_tokens.put(txn, token, &encode(&record)?)?;
             }
-            spend_auth_token(t, txn, auth)?;
             let account = UserRecord {
                 created_ms: ts_ms,
                 used_bytes: 0,
@@ -390,6 +391,27 @@ fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()>
     }
     t.used_auth_tokens
         .put(txn, &auth.signature, &auth.timestamp_us)?;
+    Ok(())
+}
+
+/// A path is a file or a directory, never both: `/pub/a` cannot be written while `/pub/a/x`
+/// exists, nor `/pub/a/x` while the file `/pub/a` does. Listings stay unambiguous.
+fn check_no_collision(t: &Tables, txn: &RwTxn, user: &str, path: &str) -> Result<()> {
+    let as_dir = format!("{path}/");
+    let (prefix, _) = file_key_prefix(user, &as_dir);
+    if t.files.prefix_iter(txn, &prefix)?.next().transpose()?.is_some() {
+        return Err(Error::Conflict(format!(
+            "{path} is a directory (files exist under {as_dir}); it cannot also be a file"
+        )));
+    }
+    for (slash, _) in path.match_indices('/').skip(2) {
+        let ancestor = &path[..slash];
+        if t.files.get(txn, &file_key(user, ancestor))?.is_some() {
+            return Err(Error::Conflict(format!(
+                "{ancestor} is a file; it cannot also be a directory of {path}"
+            )));
+        }
+    }
     Ok(())
 }
 
