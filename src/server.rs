@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events::hub::{Hub, DEFAULT_MAILBOX};
 use crate::http::{self, AppState};
 use crate::identity;
 use crate::storage::schema::meta_keys;
@@ -45,7 +46,9 @@ impl Server {
             .map_err(|err| Error::Corrupt(format!("opening the store panicked: {err}")))??;
         check_server_key(&store, &public_key)?;
 
-        let on_commit: CommitListener = Arc::new(|_events| {});
+        let hub = Hub::new(store.last_seq()?, DEFAULT_MAILBOX);
+        let publisher = Arc::clone(&hub);
+        let on_commit: CommitListener = Arc::new(move |events| publisher.publish(events));
         let (writer, writer_thread) = Writer::start(store.clone(), on_commit)?;
 
         let listener = TcpListener::bind(config.listen).await.map_err(|err| {
@@ -77,7 +80,15 @@ impl Server {
             config: Arc::new(config),
             server_key: public_key.clone().into(),
             shutdown: shutdown_rx.clone(),
+            hub: Arc::clone(&hub),
         };
+        // Event streams never end by themselves: close them when shutdown begins, so that the
+        // graceful shutdown below can finish.
+        let stop_streams = shutdown_rx.clone();
+        tokio::spawn(async move {
+            signalled(stop_streams).await;
+            hub.shutdown();
+        });
         let public = axum::serve(listener, http::router(state.clone()))
             .with_graceful_shutdown(signalled(shutdown_rx.clone()));
         let admin = admin_listener.map(|listener| {
@@ -88,7 +99,8 @@ impl Server {
         drop(state);
 
         let task = tokio::spawn(async move {
-            let admin_task = admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
+            let admin_task =
+                admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
             let served = public.await;
             if let Some(admin_task) = admin_task {
                 let _ = admin_task.await;
@@ -145,8 +157,7 @@ impl Server {
         let Server { store, task, .. } = self;
         // The store closes once every handle is gone, this one included.
         drop(store);
-        task
-            .await
+        task.await
             .map_err(|err| Error::Corrupt(format!("the server task failed: {err}")))?
     }
 }

@@ -356,6 +356,10 @@ impl Feed {
                 return Ok(Step::Event(event));
             }
             if self.catching_up {
+                // A long replay must not hold up shutdown.
+                if self.subscription.mailbox.lock().closed {
+                    return Ok(Step::Closed);
+                }
                 if !self.read_store().await? {
                     self.catching_up = false;
                 }

@@ -2,12 +2,16 @@
 //!
 //! - `auth`: signup and sessions (Pubky's cookie flow);
 //! - `files`: `/pub/` reads, writes, deletes and listings;
+//! - `firehose`: the native event stream, `GET /firehose`;
+//! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
 //! - `admin`: the separate, password-guarded admin listener;
 //! - `tenant`: who a request is about, and whether its session may write there.
 
 pub mod admin;
 pub mod auth;
 pub mod files;
+pub mod firehose;
+pub mod pubky_events;
 pub mod tenant;
 
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
+use crate::events::hub::Hub;
 use crate::storage::writer::Writer;
 use crate::storage::Store;
 
@@ -33,6 +38,8 @@ pub struct AppState {
     pub server_key: Arc<str>,
     /// Flips to true when the server begins to shut down; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// Fans committed events out to the event streams.
+    pub hub: Arc<Hub>,
 }
 
 /// The public router.
@@ -55,6 +62,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/pub/", get(files::get).head(files::head))
         .route("/pub", get(files::get).head(files::head))
+        .route("/firehose", get(firehose::firehose))
+        .route("/events/", get(pubky_events::feed))
+        .route("/events-stream", get(pubky_events::stream))
         .fallback(not_found)
         .layer(cors())
         .with_state(state)

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::content::Spooled;
 use super::schema::{
-    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, FileMeta, SignupTokenRecord, Tables,
-    UserRecord,
+    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, FileMeta,
+    SignupTokenRecord, Tables, UserRecord,
 };
 use super::{read_last_seq, Store};
 use crate::error::{Error, Result};
@@ -399,7 +399,12 @@ fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()>
 fn check_no_collision(t: &Tables, txn: &RwTxn, user: &str, path: &str) -> Result<()> {
     let as_dir = format!("{path}/");
     let (prefix, _) = file_key_prefix(user, &as_dir);
-    if t.files.prefix_iter(txn, &prefix)?.next().transpose()?.is_some() {
+    if t.files
+        .prefix_iter(txn, &prefix)?
+        .next()
+        .transpose()?
+        .is_some()
+    {
         return Err(Error::Conflict(format!(
             "{path} is a directory (files exist under {as_dir}); it cannot also be a file"
         )));
