@@ -5,7 +5,7 @@
 //! match its events (`<u>/*`, `<u>/pub/app/posts/*`, and the exact file), plus two any-user
 //! patterns that match every target event (`*/pub/*`, `*/pub/app/posts/*`); the rest is filler
 //! spread over other users and other folders, shaped like real subscriptions (exact files,
-//! folders, whole users, any-user folders). `hot` matches one key again and again; `rotating`
+//! folders, whole users, and any-user folders of up to 10k distinct apps). `hot` matches one key again and again; `rotating`
 //! walks the 256 target users' keys, so the lookups do not all hit the same cache lines.
 //!
 //! Run: `cargo bench --bench subscriptions`.
@@ -17,6 +17,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use hearth::events::subscriptions::{Pattern, SubscriberId, SubscriptionTables};
 
 const TARGETS: usize = 256;
+/// Distinct app folders that any-user filler patterns name.
+const APPS: u64 = 10_000;
 const Z32: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 
 /// A deterministic generator: the bench builds the same tables every run.
@@ -78,8 +80,9 @@ fn build(total: usize) -> Setup {
             4..=5 => Pattern::UserPrefix(format!("{}/pub/app/posts/", rng.user())),
             6 => Pattern::UserPrefix(format!("{}/", rng.user())),
             7 => Pattern::UserPrefix(format!("{}/pub/app{n}/", rng.user())),
-            8 => Pattern::AnyUserPrefix(format!("/pub/app{n}/")),
-            _ => Pattern::AnyUserExact(format!("/pub/app{n}/profile.json")),
+            // Any-user patterns name apps' folders: many subscribers, fewer distinct folders.
+            8 => Pattern::AnyUserPrefix(format!("/pub/app{}/", n % APPS)),
+            _ => Pattern::AnyUserExact(format!("/pub/app{}/profile.json", n % APPS)),
         };
         add(&mut tables, pattern);
     }

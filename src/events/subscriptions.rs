@@ -4,9 +4,9 @@
 //! The tables keep exact patterns and prefixes apart, each ordered by key, as the design asks:
 //! an event's subscribers are found by looking its key up, never by walking every
 //! subscription, so the cost of an event grows with what it matches and with its key's length,
-//! not with how many subscriptions exist.
+//! not with how many subscriptions exist (`benches/subscriptions.rs` measures it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
 
@@ -103,15 +103,6 @@ impl Pattern {
             Pattern::AnyUserPrefix(prefix) => path.starts_with(prefix.as_str()),
         }
     }
-
-    fn table_key(&self) -> &[u8] {
-        match self {
-            Pattern::Exact(s)
-            | Pattern::UserPrefix(s)
-            | Pattern::AnyUserExact(s)
-            | Pattern::AnyUserPrefix(s) => s.as_bytes(),
-        }
-    }
 }
 
 impl fmt::Display for Pattern {
@@ -129,22 +120,78 @@ impl fmt::Display for Pattern {
 /// The subscribers of one table entry, sorted: iterating them is what fan-out does most.
 type Subscribers = Vec<SubscriberId>;
 
-/// One table: pattern key -> subscribers, ordered by key.
+/// One table: key -> subscribers, ordered by key.
 type Table = BTreeMap<Box<[u8]>, Subscribers>;
 
-/// Every live subscription, in four tables ordered by key.
+/// The exact paths and the path prefixes of one user (or of "any user"), each ordered by path.
+#[derive(Debug, Default)]
+struct PathTables {
+    exact: Table,
+    prefix: Table,
+}
+
+impl PathTables {
+    fn table_mut(&mut self, wildcard: bool) -> &mut Table {
+        if wildcard {
+            &mut self.prefix
+        } else {
+            &mut self.exact
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty()
+    }
+
+    /// Visit the subscribers of every entry that `path` matches.
+    fn for_each_match(&self, path: &[u8], visit: &mut impl FnMut(&Subscribers)) {
+        if let Some(subscribers) = self.exact.get(path) {
+            visit(subscribers);
+        }
+        for_each_prefix_of(&self.prefix, path, visit);
+    }
+}
+
+/// A user's z-base32 key, the fixed-length first part of every event key.
+type UserKey = [u8; USER_KEY_LEN];
+
+/// Every live subscription.
+///
+/// An event key is `<user><path>`, and the user part has a fixed length, so the per-user
+/// tables hang off a hash index by user: one probe finds the only user whose patterns can
+/// match. Below it, and for "any user", exact paths and prefixes are kept apart, each in a
+/// table ordered by path, where an event's matches are found by looking its path up. The cost
+/// of an event is one probe and a few ordered lookups in the tables of its own user and of
+/// "any user", whatever the number of other users' subscriptions.
 #[derive(Debug, Default)]
 pub struct SubscriptionTables {
-    /// `<z32><path>` of exact patterns.
-    exact: Table,
-    /// `<z32><prefix>` of per-user wildcards.
-    user_prefix: Table,
-    /// `<path>` of any-user exact patterns.
-    any_exact: Table,
-    /// `<prefix>` of any-user wildcards.
-    any_prefix: Table,
+    users: HashMap<UserKey, PathTables>,
+    any_user: PathTables,
     /// (pattern, subscriber) pairs held.
     len: usize,
+}
+
+/// Where a pattern lives: its user (or any), whether it is a prefix, and its path.
+fn placement(pattern: &Pattern) -> (Option<UserKey>, bool, &[u8]) {
+    fn split(key: &str) -> (Option<UserKey>, &[u8]) {
+        let bytes = key.as_bytes();
+        let user = bytes
+            .get(..USER_KEY_LEN)
+            .and_then(|user| UserKey::try_from(user).ok());
+        (user, bytes.get(USER_KEY_LEN..).unwrap_or(&[]))
+    }
+    match pattern {
+        Pattern::Exact(key) => {
+            let (user, path) = split(key);
+            (user, false, path)
+        }
+        Pattern::UserPrefix(key) => {
+            let (user, path) = split(key);
+            (user, true, path)
+        }
+        Pattern::AnyUserExact(path) => (None, false, path.as_bytes()),
+        Pattern::AnyUserPrefix(path) => (None, true, path.as_bytes()),
+    }
 }
 
 impl SubscriptionTables {
@@ -161,21 +208,17 @@ impl SubscriptionTables {
         self.len == 0
     }
 
-    fn table_mut(&mut self, pattern: &Pattern) -> &mut Table {
-        match pattern {
-            Pattern::Exact(_) => &mut self.exact,
-            Pattern::UserPrefix(_) => &mut self.user_prefix,
-            Pattern::AnyUserExact(_) => &mut self.any_exact,
-            Pattern::AnyUserPrefix(_) => &mut self.any_prefix,
-        }
-    }
-
     /// Add `subscriber` under `pattern`; adding the same pair twice keeps one.
     pub fn insert(&mut self, pattern: &Pattern, subscriber: SubscriberId) {
-        let table = self.table_mut(pattern);
-        let subscribers = match table.get_mut(pattern.table_key()) {
+        let (user, wildcard, path) = placement(pattern);
+        let tables = match user {
+            Some(user) => self.users.entry(user).or_default(),
+            None => &mut self.any_user,
+        };
+        let table = tables.table_mut(wildcard);
+        let subscribers = match table.get_mut(path) {
             Some(subscribers) => subscribers,
-            None => table.entry(pattern.table_key().into()).or_default(),
+            None => table.entry(path.into()).or_default(),
         };
         if let Err(at) = subscribers.binary_search(&subscriber) {
             subscribers.insert(at, subscriber);
@@ -183,42 +226,60 @@ impl SubscriptionTables {
         }
     }
 
-    /// Remove `subscriber` from `pattern`; the entry goes when its last subscriber does.
+    /// Remove `subscriber` from `pattern`; entries and user tables go with their last one.
     pub fn remove(&mut self, pattern: &Pattern, subscriber: SubscriberId) {
-        let table = self.table_mut(pattern);
-        let key = pattern.table_key();
-        let Some(subscribers) = table.get_mut(key) else {
+        let (user, wildcard, path) = placement(pattern);
+        let tables = match user {
+            Some(user) => match self.users.get_mut(&user) {
+                Some(tables) => tables,
+                None => return,
+            },
+            None => &mut self.any_user,
+        };
+        let table = tables.table_mut(wildcard);
+        let Some(subscribers) = table.get_mut(path) else {
             return;
         };
-        if let Ok(at) = subscribers.binary_search(&subscriber) {
-            subscribers.remove(at);
-            let now_empty = subscribers.is_empty();
-            if now_empty {
-                table.remove(key);
+        let Ok(at) = subscribers.binary_search(&subscriber) else {
+            return;
+        };
+        subscribers.remove(at);
+        if subscribers.is_empty() {
+            table.remove(path);
+        }
+        self.len -= 1;
+        if let Some(user) = user {
+            if self.users.get(&user).is_some_and(PathTables::is_empty) {
+                self.users.remove(&user);
             }
-            self.len -= 1;
         }
     }
 
+    /// Visit the subscribers of every entry that `key` (`<z32><path>`) matches.
+    fn for_each_match(&self, key: &str, visit: &mut impl FnMut(&Subscribers)) {
+        let bytes = key.as_bytes();
+        let (Some(user), Some(path)) = (bytes.get(..USER_KEY_LEN), bytes.get(USER_KEY_LEN..))
+        else {
+            return;
+        };
+        if let Some(tables) = UserKey::try_from(user)
+            .ok()
+            .and_then(|user| self.users.get(&user))
+        {
+            tables.for_each_match(path, visit);
+        }
+        self.any_user.for_each_match(path, visit);
+    }
+
     /// Every subscriber that `key` (`<z32><path>`) matches, each once, in ascending order,
-    /// appended to `out` (which is cleared first).
+    /// in `out` (which is cleared first).
     pub fn matches(&self, key: &str, out: &mut Vec<SubscriberId>) {
         out.clear();
-        let key = key.as_bytes();
-        let path = key.get(USER_KEY_LEN..).unwrap_or(&[]);
         let mut sources = 0;
-        let mut take = |subscribers: &Subscribers| {
+        self.for_each_match(key, &mut |subscribers| {
             out.extend_from_slice(subscribers);
             sources += 1;
-        };
-        if let Some(subscribers) = self.exact.get(key) {
-            take(subscribers);
-        }
-        if let Some(subscribers) = self.any_exact.get(path) {
-            take(subscribers);
-        }
-        for_each_prefix_of(&self.user_prefix, key, &mut take);
-        for_each_prefix_of(&self.any_prefix, path, &mut take);
+        });
         // One entry's list is sorted and has no duplicates; only a union needs the work.
         if sources > 1 {
             out.sort_unstable();
@@ -229,16 +290,8 @@ impl SubscriptionTables {
     /// Whether `key` matches any subscription at all (a connection's own pattern set uses it
     /// to filter what it replays from the store).
     pub fn matches_any(&self, key: &str) -> bool {
-        let bytes = key.as_bytes();
-        let path = bytes.get(USER_KEY_LEN..).unwrap_or(&[]);
-        if self.exact.contains_key(bytes) || self.any_exact.contains_key(path) {
-            return true;
-        }
         let mut found = false;
-        for_each_prefix_of(&self.user_prefix, bytes, &mut |_| found = true);
-        if !found {
-            for_each_prefix_of(&self.any_prefix, path, &mut |_| found = true);
-        }
+        self.for_each_match(key, &mut |_| found = true);
         found
     }
 }
@@ -246,11 +299,12 @@ impl SubscriptionTables {
 /// Visit every entry of `table` whose key is a prefix of `key`, longest first.
 ///
 /// A walk down the ordered keys: take the greatest entry not above the current bound. If it is
-/// a prefix of `key`, it matches, and shorter prefixes are all below it. If it is not, it shares
-/// some first `c` bytes with `key`, and every prefix of `key` still to be found is at most
-/// `key[..c]` (a longer one would sort between that entry and the bound, where there is
+/// a prefix of `key`, it matches, and shorter prefixes all sort below it. If it is not, it
+/// shares some first `c` bytes with `key`, and every prefix of `key` still to be found is at
+/// most `key[..c]` (a longer one would sort between that entry and the bound, where there is
 /// nothing). Each step either finds a match or shortens the bound, so a lookup costs
-/// O((matches + steps) log n) with steps at most the key's length, and in practice one or two.
+/// O((matches + steps) log n), with steps at most the key's length and in practice one or two.
+/// Every entry is a path, so it starts with `/`: the walk stops at the empty bound.
 fn for_each_prefix_of(table: &Table, key: &[u8], visit: &mut impl FnMut(&Subscribers)) {
     let mut upper: Bound<&[u8]> = Bound::Included(key);
     loop {
@@ -260,12 +314,17 @@ fn for_each_prefix_of(table: &Table, key: &[u8], visit: &mut impl FnMut(&Subscri
         else {
             return;
         };
-        if key.starts_with(entry) {
+        let shorter = if key.starts_with(entry) {
             visit(subscribers);
             upper = Bound::Excluded(&key[..entry.len()]);
+            entry.len()
         } else {
             let common = entry.iter().zip(key).take_while(|(a, b)| a == b).count();
             upper = Bound::Included(&key[..common]);
+            common
+        };
+        if shorter == 0 {
+            return;
         }
     }
 }

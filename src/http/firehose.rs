@@ -137,27 +137,34 @@ pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
 /// Refuse a resume position the store cannot serve: ahead of the newest event (400), or
 /// before the oldest one retained (410).
 pub(crate) fn check_position(store: &Store, after: u64) -> Result<()> {
-    let newest = store.last_seq()?;
+    position_error(after, store.last_seq()?, store.first_seq()?).map_or(Ok(()), Err)
+}
+
+/// The rule of `check_position`, given the newest sequence ever assigned and the oldest one
+/// still in the log. With no retention the log starts at 1 and only the first check can fail.
+fn position_error(after: u64, newest: u64, oldest: Option<u64>) -> Option<Error> {
     if after > newest {
-        return Err(Error::bad_request(format!(
+        return Some(Error::bad_request(format!(
             "event id {} is ahead of the newest event, {}",
             Id(after),
             Id(newest)
         )));
     }
-    match store.first_seq()? {
-        Some(oldest) if after.saturating_add(1) < oldest => Err(Error::Gone(format!(
-            "event id {} is older than the oldest retained event, {}; resume from lastSeq={}",
+    match oldest {
+        Some(oldest) if after.saturating_add(1) < oldest => Some(Error::Gone(format!(
+            "event id {} is older than the oldest retained event, {}; resume from lastSeq={} \
+             to read what is retained",
             Id(after),
             Id(oldest),
             Id(oldest - 1)
         ))),
-        None if after < newest => Err(Error::Gone(format!(
-            "event id {} is older than every retained event (none are retained; the newest was {})",
+        None if after < newest => Some(Error::Gone(format!(
+            "event id {} is older than the oldest retained event: none is retained, the newest \
+             was {}",
             Id(after),
             Id(newest)
         ))),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -290,6 +297,31 @@ mod tests {
             (request.after, request.live, request.limit),
             (Some(0), false, Some(3))
         );
+    }
+
+    #[test]
+    fn positions_the_store_cannot_serve() {
+        let status =
+            |after, newest, oldest| position_error(after, newest, oldest).map(|e| e.status());
+        // No retention: the log starts at 1.
+        assert_eq!(status(0, 5, Some(1)), None);
+        assert_eq!(status(5, 5, Some(1)), None);
+        assert_eq!(
+            status(6, 5, Some(1)),
+            Some(axum::http::StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(status(0, 0, None), None);
+        // Retention dropped 1..=9.
+        assert_eq!(status(9, 20, Some(10)), None);
+        assert_eq!(status(8, 20, Some(10)), Some(axum::http::StatusCode::GONE));
+        assert_eq!(status(0, 20, Some(10)), Some(axum::http::StatusCode::GONE));
+        // Retention dropped everything.
+        assert_eq!(status(20, 20, None), None);
+        assert_eq!(status(19, 20, None), Some(axum::http::StatusCode::GONE));
+        let message = position_error(8, 20, Some(10))
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("000000000000A"), "{message}");
     }
 
     #[test]
