@@ -14,7 +14,11 @@ use crate::error::{Error, Result};
 use crate::server::Server;
 
 #[derive(Debug, Parser)]
-#[command(name = "hearth", version, about = "A Pubky homeserver with an SSE firehose")]
+#[command(
+    name = "hearth",
+    version,
+    about = "A Pubky homeserver with an SSE firehose"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

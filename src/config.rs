@@ -163,9 +163,7 @@ impl Config {
 
     /// Refuse settings that cannot work, before anything starts.
     pub fn validate(&self) -> Result<()> {
-        if self.admin_listen.is_some()
-            && self.admin_password.as_deref().is_none_or(str::is_empty)
-        {
+        if self.admin_listen.is_some() && self.admin_password.as_deref().is_none_or(str::is_empty) {
             return Err(Error::bad_request(
                 "admin_listen is set but admin_password is not: the admin listener needs a password",
             ));

@@ -17,7 +17,10 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair> {
     let path = data_dir.join(KEY_FILE);
     if path.exists() {
         return Keypair::from_secret_key_file(&path).map_err(|err| {
-            Error::Corrupt(format!("cannot read the server key {}: {err}", path.display()))
+            Error::Corrupt(format!(
+                "cannot read the server key {}: {err}",
+                path.display()
+            ))
         });
     }
     std::fs::create_dir_all(data_dir)?;

@@ -88,7 +88,8 @@ impl Server {
         drop(state);
 
         let task = tokio::spawn(async move {
-            let admin_task = admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
+            let admin_task =
+                admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
             let served = public.await;
             if let Some(admin_task) = admin_task {
                 let _ = admin_task.await;
@@ -145,8 +146,7 @@ impl Server {
         let Server { store, task, .. } = self;
         // The store closes once every handle is gone, this one included.
         drop(store);
-        task
-            .await
+        task.await
             .map_err(|err| Error::Corrupt(format!("the server task failed: {err}")))?
     }
 }

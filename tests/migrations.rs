@@ -1,11 +1,11 @@
 //! Schema versioning on a real LMDB: a store made by an older version is migrated in order, a
 //! store from the future is refused, and migrating keeps what was stored.
 
-use heed::types::{Bytes, Str};
-use heed::{Env, RwTxn, WithoutTls};
 use hearth::storage::migrate::{current_version, Migration, ALL};
 use hearth::storage::schema::meta_keys;
 use hearth::storage::{Store, StoreOptions};
+use heed::types::{Bytes, Str};
+use heed::{Env, RwTxn, WithoutTls};
 
 fn options() -> StoreOptions {
     StoreOptions {
@@ -15,7 +15,10 @@ fn options() -> StoreOptions {
 }
 
 fn schema_version(store: &Store) -> u32 {
-    let bytes = store.meta(meta_keys::SCHEMA_VERSION).unwrap().expect("a version");
+    let bytes = store
+        .meta(meta_keys::SCHEMA_VERSION)
+        .unwrap()
+        .expect("a version");
     u32::from_be_bytes(bytes.try_into().unwrap())
 }
 
@@ -26,7 +29,10 @@ fn copy_last_seq(env: &Env<WithoutTls>, txn: &mut RwTxn) -> heed::Result<()> {
     let meta = env
         .open_database::<Str, Bytes>(txn, Some("meta"))?
         .expect("version 1 has a meta table");
-    let seq = meta.get(txn, meta_keys::LAST_SEQ)?.map(<[u8]>::to_vec).unwrap_or_default();
+    let seq = meta
+        .get(txn, meta_keys::LAST_SEQ)?
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
     extra.put(txn, "copied_last_seq", &seq)?;
     Ok(())
 }
@@ -44,7 +50,9 @@ fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path(), &options()).unwrap();
-        store.put_meta(meta_keys::LAST_SEQ, &41u64.to_be_bytes()).unwrap();
+        store
+            .put_meta(meta_keys::LAST_SEQ, &41u64.to_be_bytes())
+            .unwrap();
         store.close();
     }
     let mut steps: Vec<Migration> = ALL
@@ -77,7 +85,10 @@ fn a_store_from_the_future_is_refused_with_a_clear_message() {
     {
         let store = Store::open(dir.path(), &options()).unwrap();
         store
-            .put_meta(meta_keys::SCHEMA_VERSION, &(current_version() + 5).to_be_bytes())
+            .put_meta(
+                meta_keys::SCHEMA_VERSION,
+                &(current_version() + 5).to_be_bytes(),
+            )
             .unwrap();
         store.close();
     }
@@ -93,16 +104,30 @@ fn a_store_from_the_future_is_refused_with_a_clear_message() {
 fn a_failing_migration_commits_nothing() {
     fn fails(env: &Env<WithoutTls>, txn: &mut RwTxn) -> heed::Result<()> {
         env.create_database::<Str, Bytes>(txn, Some("half_done"))?;
-        Err(heed::Error::Io(std::io::Error::other("migration failed on purpose")))
+        Err(heed::Error::Io(std::io::Error::other(
+            "migration failed on purpose",
+        )))
     }
     let dir = tempfile::tempdir().unwrap();
     Store::open(dir.path(), &options()).unwrap().close();
     let steps = [
-        Migration { version: 1, name: ALL[0].name, apply: ALL[0].apply },
-        Migration { version: 2, name: "fails", apply: fails },
+        Migration {
+            version: 1,
+            name: ALL[0].name,
+            apply: ALL[0].apply,
+        },
+        Migration {
+            version: 2,
+            name: "fails",
+            apply: fails,
+        },
     ];
     assert!(Store::open_with(dir.path(), &options(), &steps).is_err());
     let store = Store::open(dir.path(), &options()).unwrap();
-    assert_eq!(schema_version(&store), 1, "the failed step left the version alone");
+    assert_eq!(
+        schema_version(&store),
+        1,
+        "the failed step left the version alone"
+    );
     store.close();
 }

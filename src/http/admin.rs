@@ -27,7 +27,9 @@ pub fn router(state: AppState) -> Router {
 
 fn check_password(state: &AppState, headers: &HeaderMap) -> Result<()> {
     let Some(given) = headers.get(PASSWORD_HEADER) else {
-        return Err(Error::Unauthorized("missing admin password (X-Admin-Password)".into()));
+        return Err(Error::Unauthorized(
+            "missing admin password (X-Admin-Password)".into(),
+        ));
     };
     let expected = state.config.admin_password.as_deref().unwrap_or_default();
     // Compare in constant time: the password guards token minting.

@@ -66,14 +66,23 @@ const COOKIE_MAX_AGE_SECS: u64 = 365 * 24 * 3600;
 
 /// A session cookie. `SameSite=None; Secure` only for hosts a browser reaches over HTTPS
 /// (dotted names); on `localhost` or an IP, browsers and curl would drop a `Secure` cookie.
-fn session_cookie(headers: &HeaderMap, user: &str, value: &str, max_age: u64) -> Result<HeaderValue> {
+fn session_cookie(
+    headers: &HeaderMap,
+    user: &str,
+    value: &str,
+    max_age: u64,
+) -> Result<HeaderValue> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
     let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
     let secure = name.contains('.') && name.parse::<std::net::IpAddr>().is_err();
-    let attributes = if secure { "; SameSite=None; Secure" } else { "" };
+    let attributes = if secure {
+        "; SameSite=None; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
         "{user}={value}; HttpOnly{attributes}; Path=/; Max-Age={max_age}"
     ))

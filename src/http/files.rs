@@ -44,12 +44,21 @@ pub async fn put(
             )));
         }
     }
-    let received = receive(
-        body.into_data_stream(),
-        max,
-        &spool_dir(state.store.dir()),
-    )
-    .await?;
+    if let (Some(length), Some(quota)) = (content_length(&headers), state.config.quota_bytes) {
+        // Refuse early what cannot fit, before reading the body; the writer checks again
+        // exactly, at commit, for bodies without a length and for racing writes.
+        let used = state.store.user(&user)?.map_or(0, |u| u.used_bytes);
+        let existing = state
+            .store
+            .file(&user, path.as_str())?
+            .map_or(0, |f| f.size);
+        if used.saturating_sub(existing) + length > quota {
+            return Err(Error::InsufficientStorage(format!(
+                "this write would bring {user} over the quota of {quota} bytes"
+            )));
+        }
+    }
+    let received = receive(body.into_data_stream(), max, &spool_dir(state.store.dir())).await?;
     let content_type = detect_content_type(path.as_str(), &received.head);
     state
         .writer
@@ -99,8 +108,8 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
         return Ok(response);
     }
     let length = meta.size;
-    let mut response = Body::from_stream(content::read_stream(state.store.clone(), meta.clone()))
-        .into_response();
+    let mut response =
+        Body::from_stream(content::read_stream(state.store.clone(), meta.clone())).into_response();
     file_headers(response.headers_mut(), &meta, length)?;
     Ok(response)
 }
@@ -163,7 +172,10 @@ fn header_value(value: &str) -> Result<HeaderValue> {
 fn validators(headers: &mut HeaderMap, meta: &FileMeta) -> Result<()> {
     headers.insert(header::ETAG, header_value(&etag(meta))?);
     headers.insert(header::LAST_MODIFIED, header_value(&last_modified(meta))?);
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
     headers.insert(header::VARY, HeaderValue::from_static("pubky-host"));
     Ok(())
 }
@@ -181,7 +193,10 @@ fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> bool {
         let ours = etag(meta);
         return tags
             .to_str()
-            .map(|tags| tags.split(',').any(|tag| tag.trim() == ours || tag.trim() == "*"))
+            .map(|tags| {
+                tags.split(',')
+                    .any(|tag| tag.trim() == ours || tag.trim() == "*")
+            })
             .unwrap_or(false);
     }
     let Some(since) = headers
@@ -204,7 +219,9 @@ fn list(state: &AppState, user: &str, dir: &FilePath, uri: &Uri) -> Result<Respo
     let options = list_options(user, dir, uri)?;
     let paths = state.store.list(user, dir.as_str(), &options)?;
     if paths.is_empty() && options.cursor.is_none() && options.limit > 0 {
-        return Err(Error::NotFound(format!("directory {dir} is empty or absent")));
+        return Err(Error::NotFound(format!(
+            "directory {dir} is empty or absent"
+        )));
     }
     let mut body = String::with_capacity(paths.len() * (user.len() + 40));
     for (index, path) in paths.iter().enumerate() {

@@ -15,7 +15,10 @@ pub const PUBKY_HOST: &str = "pubky-host";
 
 /// Parse a z-base32 public key; the canonical z32 string on success.
 pub fn parse_user(value: &str) -> Result<String> {
-    let trimmed = value.strip_prefix("pubky").filter(|v| v.len() == 52).unwrap_or(value);
+    let trimmed = value
+        .strip_prefix("pubky")
+        .filter(|v| v.len() == 52)
+        .unwrap_or(value);
     pkarr::PublicKey::try_from(trimmed)
         .map(|key| key.to_string())
         .map_err(|err| Error::bad_request(format!("{value:?} is not a public key: {err}")))
@@ -54,7 +57,9 @@ pub fn require_tenant(headers: &HeaderMap, uri: &Uri) -> Result<String> {
 
 /// The first value of a query parameter, percent-decoded.
 pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    query_pairs(uri).find(|(key, _)| key == name).map(|(_, value)| value)
+    query_pairs(uri)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
 }
 
 /// Every `key=value` of the query, percent-decoded (`+` is a space, as in forms).
@@ -94,9 +99,8 @@ pub fn session_for(
     headers: &HeaderMap,
     user: &str,
 ) -> Result<(String, CookieSessionRecord)> {
-    let secret = cookie(headers, user).ok_or_else(|| {
-        Error::Unauthorized(format!("no session for {user}: sign in first"))
-    })?;
+    let secret = cookie(headers, user)
+        .ok_or_else(|| Error::Unauthorized(format!("no session for {user}: sign in first")))?;
     let record = state
         .store
         .session(secret)?
@@ -112,7 +116,12 @@ pub fn session_for(
 
 /// Allow a write to `path` of `user` only with a session of `user` whose capabilities include
 /// `w` on a scope covering the path (a scope ending in `/` covers everything below it).
-pub fn authorize_write(state: &AppState, headers: &HeaderMap, user: &str, path: &str) -> Result<()> {
+pub fn authorize_write(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &str,
+    path: &str,
+) -> Result<()> {
     let (_, session) = session_for(state, headers, user)?;
     let allowed = session.capabilities().iter().any(|cap| {
         let scope = cap.scope().as_str();

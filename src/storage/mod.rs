@@ -72,7 +72,9 @@ impl Store {
         let lmdb_dir = dir.join("lmdb");
         std::fs::create_dir_all(&lmdb_dir)?;
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
-        open.map_size(options.map_size).max_dbs(16).max_readers(4096);
+        open.map_size(options.map_size)
+            .max_dbs(16)
+            .max_readers(4096);
         if !options.sync {
             // SAFETY: flags only; NO_SYNC keeps the store consistent but may lose the last commits.
             unsafe {
@@ -142,11 +144,7 @@ impl Store {
 
     pub fn user(&self, user: &str) -> Result<Option<UserRecord>> {
         let txn = self.env.read_txn()?;
-        self.tables
-            .users
-            .get(&txn, user)?
-            .map(decode)
-            .transpose()
+        self.tables.users.get(&txn, user)?.map(decode).transpose()
     }
 
     pub fn session(&self, secret: &str) -> Result<Option<CookieSessionRecord>> {
@@ -203,7 +201,7 @@ impl Store {
             (_, None) => Bound::Unbounded,
         };
         let range = (lower_bound, upper_bound);
-        let iter: Box<dyn Iterator<Item = heed::Result<(&[u8], &[u8])>>> = if options.reverse {
+        let iter: Box<dyn Iterator<Item = heed::Result<KeyValue<'_>>>> = if options.reverse {
             Box::new(self.tables.files.rev_range(&txn, &range)?)
         } else {
             Box::new(self.tables.files.range(&txn, &range)?)
@@ -291,6 +289,8 @@ impl Store {
         Ok(last)
     }
 }
+
+type KeyValue<'t> = (&'t [u8], &'t [u8]);
 
 /// The smallest key greater than every key that starts with `prefix`.
 fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {

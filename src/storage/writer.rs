@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::content::Spooled;
 use super::schema::{
-    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, FileMeta, SignupTokenRecord, Tables,
-    UserRecord,
+    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, FileMeta,
+    SignupTokenRecord, Tables, UserRecord,
 };
 use super::{read_last_seq, Store};
 use crate::error::{Error, Result};
@@ -42,7 +42,10 @@ pub enum WriteOp {
         quota: Option<u64>,
     },
     /// Delete a file, record a DEL event.
-    DeleteFile { user: String, path: String },
+    DeleteFile {
+        user: String,
+        path: String,
+    },
     /// Create a user and its first session; consumes the auth token and the signup token.
     Signup {
         user: String,
@@ -58,8 +61,12 @@ pub enum WriteOp {
         session_secret: String,
         session: Vec<u8>,
     },
-    DeleteSession { secret: String },
-    MintSignupToken { token: String },
+    DeleteSession {
+        secret: String,
+    },
+    MintSignupToken {
+        token: String,
+    },
 }
 
 /// An AuthToken being spent: its signature identifies it, its timestamp lets old entries expire.
@@ -287,7 +294,12 @@ fn apply(
         }
         WriteOp::DeleteFile { user, path } => {
             let key = file_key(user, path);
-            let Some(old) = t.files.get(txn, &key)?.map(decode::<FileMeta>).transpose()? else {
+            let Some(old) = t
+                .files
+                .get(txn, &key)?
+                .map(decode::<FileMeta>)
+                .transpose()?
+            else {
                 return Err(Error::NotFound(format!("no file at {path}")));
             };
             delete_chunks(t, txn, &old)?;
@@ -371,14 +383,29 @@ fn apply(
     }
 }
 
+/// How long a spent AuthToken is remembered: twice the ±3 minute window AuthToken::verify
+/// allows, so any token old enough to be forgotten is refused as expired anyway.
+const SPENT_TOKEN_MEMORY_US: u64 = 2 * 180 * 1_000_000;
+
+/// Refuse a token seen before, remember this one, and forget those past the window. Keys are
+/// `<timestamp µs BE><signature>`, so forgetting is one range delete from the front.
 fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()> {
-    if t.used_auth_tokens.get(txn, &auth.signature)?.is_some() {
+    let mut key = [0u8; 72];
+    key[..8].copy_from_slice(&auth.timestamp_us.to_be_bytes());
+    key[8..].copy_from_slice(&auth.signature);
+    if t.used_auth_tokens.get(txn, &key)?.is_some() {
         return Err(Error::Unauthorized(
             "this AuthToken was already used; sign a new one".into(),
         ));
     }
-    t.used_auth_tokens
-        .put(txn, &auth.signature, &auth.timestamp_us)?;
+    let horizon = (now_ms() * 1000).saturating_sub(SPENT_TOKEN_MEMORY_US);
+    let horizon_key = horizon.to_be_bytes();
+    let expired: (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) = (
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Excluded(&horizon_key[..]),
+    );
+    t.used_auth_tokens.delete_range(txn, &expired)?;
+    t.used_auth_tokens.put(txn, &key, &auth.timestamp_us)?;
     Ok(())
 }
 
@@ -387,7 +414,12 @@ fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()>
 fn check_no_collision(t: &Tables, txn: &RwTxn, user: &str, path: &str) -> Result<()> {
     let as_dir = format!("{path}/");
     let (prefix, _) = file_key_prefix(user, &as_dir);
-    if t.files.prefix_iter(txn, &prefix)?.next().transpose()?.is_some() {
+    if t.files
+        .prefix_iter(txn, &prefix)?
+        .next()
+        .transpose()?
+        .is_some()
+    {
         return Err(Error::Conflict(format!(
             "{path} is a directory (files exist under {as_dir}); it cannot also be a file"
         )));

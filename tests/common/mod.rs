@@ -47,7 +47,9 @@ impl TestServer {
         } = self;
         server.shutdown();
         server.stopped().await.expect("server stops cleanly");
-        let server = Server::start(config.clone()).await.expect("server restarts");
+        let server = Server::start(config.clone())
+            .await
+            .expect("server restarts");
         TestServer {
             server,
             dir,
@@ -181,7 +183,8 @@ pub async fn raw_request(
 ) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -196,6 +199,9 @@ pub async fn raw_request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
