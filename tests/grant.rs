@@ -700,23 +700,8 @@ async fn bad_grant_requests_get_a_4xx_with_a_message_and_change_nothing() {
 
 #[tokio::test]
 async fn grant_signup_honours_token_mode() {
-    let hs = TestServer::start_with(|c| {
-        c.signup_mode = hearth::config::SignupMode::Token;
-        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-        c.admin_password = Some("hunter2".into());
-    })
-    .await;
-    let admin = format!("http://{}", hs.server.admin_addr().unwrap());
-    let token = hs
-        .http
-        .get(format!("{admin}/generate_signup_token"))
-        .header("x-admin-password", "hunter2")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let hs = TestServer::start_token_mode().await;
+    let token = hs.mint_signup_token().await;
 
     let app = App::new(&hs).await;
     let attempt = |path: String| {
