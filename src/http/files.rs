@@ -44,6 +44,20 @@ pub async fn put(
             )));
         }
     }
+    if let (Some(length), Some(quota)) = (content_length(&headers), state.config.quota_bytes) {
+        // Refuse early what cannot fit, before reading the body; the writer checks again
+        // exactly, at commit, for bodies without a length and for racing writes.
+        let used = state.store.user(&user)?.map_or(0, |u| u.used_bytes);
+        let existing = state
+            .store
+            .file(&user, path.as_str())?
+            .map_or(0, |f| f.size);
+        if used.saturating_sub(existing) + length > quota {
+            return Err(Error::InsufficientStorage(format!(
+                "this write would bring {user} over the quota of {quota} bytes"
+            )));
+        }
+    }
     let received = receive(body.into_data_stream(), max, &spool_dir(state.store.dir())).await?;
     let content_type = detect_content_type(path.as_str(), &received.head);
     state

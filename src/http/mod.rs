@@ -1,6 +1,8 @@
 //! The HTTP surface: one router, routes grouped by concern.
 //!
 //! - `auth`: signup and sessions (Pubky's cookie flow);
+//! - `grant`: signup and sessions by Pubky's grant flow (bearer tokens), with `jws` checking
+//!   its signed tokens;
 //! - `files`: `/pub/` reads, writes, deletes and listings;
 //! - `firehose`: the native event stream, `GET /firehose`;
 //! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
@@ -11,6 +13,8 @@ pub mod admin;
 pub mod auth;
 pub mod files;
 pub mod firehose;
+pub mod grant;
+pub mod jws;
 pub mod pubky_events;
 pub mod tenant;
 
@@ -46,6 +50,14 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(root))
+        .route("/info", get(info))
+        .route("/auth/grant/signup", post(grant::signup))
+        .route(
+            "/auth/grant/session",
+            post(grant::create_session)
+                .get(grant::get_session)
+                .delete(grant::delete_session),
+        )
         .route("/signup", post(auth::signup))
         .route(
             "/session",
@@ -86,6 +98,7 @@ fn cors() -> CorsLayer {
         ])
         .allow_headers([
             header::CONTENT_TYPE,
+            header::AUTHORIZATION,
             header::IF_NONE_MATCH,
             header::IF_MODIFIED_SINCE,
             header::HeaderName::from_static("last-event-id"),
@@ -102,6 +115,21 @@ async fn root(State(state): State<AppState>) -> impl axum::response::IntoRespons
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
         format!("{}\n", state.server_key),
+    )
+}
+
+/// `GET /info`: the optional protocol features this server has: none. The SDK then addresses
+/// storage the legacy way (`/pub/...` with `pubky-host`), which is what Hearth serves.
+async fn info() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        r#"{"features":[]}"#,
     )
 }
 

@@ -17,7 +17,8 @@ use pubky_common::session::CookieSessionRecord;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use schema::{
-    chunk_key, decode, file_key, file_key_prefix, meta_keys, FileMeta, Tables, UserRecord,
+    chunk_key, decode, file_key, file_key_prefix, meta_keys, BearerRecord, FileMeta, GrantRecord,
+    Tables, UserRecord,
 };
 
 /// How to open the store.
@@ -157,6 +158,32 @@ impl Store {
         }
     }
 
+    pub fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        let txn = self.env.read_txn()?;
+        self.tables
+            .grants
+            .get(&txn, grant_id)?
+            .map(decode)
+            .transpose()
+    }
+
+    /// The bearer whose BLAKE3 is `hash` and its grant, read from one snapshot. Whether they
+    /// are still good (unexpired, not revoked) is the caller's to judge.
+    pub fn bearer_session(&self, hash: &[u8; 32]) -> Result<Option<(BearerRecord, GrantRecord)>> {
+        let txn = self.env.read_txn()?;
+        let Some(bytes) = self.tables.bearer_sessions.get(&txn, hash)? else {
+            return Ok(None);
+        };
+        let bearer: BearerRecord = decode(bytes)?;
+        let grant: Option<GrantRecord> = self
+            .tables
+            .grants
+            .get(&txn, &bearer.grant_id)?
+            .map(decode)
+            .transpose()?;
+        Ok(grant.map(|grant| (bearer, grant)))
+    }
+
     pub fn file(&self, user: &str, path: &str) -> Result<Option<FileMeta>> {
         let txn = self.env.read_txn()?;
         self.tables
@@ -201,7 +228,7 @@ impl Store {
             (_, None) => Bound::Unbounded,
         };
         let range = (lower_bound, upper_bound);
-        let iter: Box<dyn Iterator<Item = heed::Result<(&[u8], &[u8])>>> = if options.reverse {
+        let iter: Box<dyn Iterator<Item = heed::Result<KeyValue<'_>>>> = if options.reverse {
             Box::new(self.tables.files.rev_range(&txn, &range)?)
         } else {
             Box::new(self.tables.files.range(&txn, &range)?)
@@ -289,6 +316,8 @@ impl Store {
         Ok(last)
     }
 }
+
+type KeyValue<'t> = (&'t [u8], &'t [u8]);
 
 /// The smallest key greater than every key that starts with `prefix`.
 fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
