@@ -11,7 +11,7 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use pubky_common::storage_path::StoragePath;
@@ -296,9 +296,7 @@ async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
             keepalive_frame: PUBKY_KEEP_ALIVE,
         })
     };
-    let mut response = (sse_headers("no-store"), body).into_response();
-    *response.status_mut() = StatusCode::OK;
-    Ok(response)
+    Ok((sse_headers("no-store"), body).into_response())
 }
 
 /// Newest first, each user's events before its cursor (or from the newest), then close.
@@ -386,6 +384,7 @@ fn reverse_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     const ALICE: &str = "o1gg96ewuojmopcjbz8895478wdtxtzzuxnfjjz8o8e77csa1ngo";
 
