@@ -57,8 +57,11 @@ impl FilePath {
                 }
             }
         }
-        // A trailing `/`, `/.` or `/..` leaves a directory.
-        let is_dir = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+        // A trailing `/`, `/.` or `/..` leaves a directory; so does the bare root `/pub`.
+        let is_dir = path.ends_with('/')
+            || path.ends_with("/.")
+            || path.ends_with("/..")
+            || segments == ["pub"];
         let mut normalized = String::with_capacity(path.len());
         for segment in &segments {
             normalized.push('/');
