@@ -3,10 +3,12 @@
 //! - `storage`: the LMDB store, its migrations, and the single group-committing writer;
 //! - `events`: committed changes, their ids, and the firehose's subscription tables and fan-out;
 //! - `http`: the HTTP surface, routes grouped by concern;
-//! - `config`, `server`: how a server is configured, started and stopped.
+//! - `config`, `server`: how a server is configured, started and stopped;
+//! - `load`: the load generator behind `hearth load`, which measures a server over HTTP.
 
 pub mod error;
 pub mod events;
+pub mod load;
 pub mod path;
 pub mod storage;
 
