@@ -6,10 +6,15 @@
 //! - `config`, `server`: how a server is configured, started and stopped;
 //! - `load`: the load generator behind `hearth load`, which measures a server over HTTP.
 
+pub mod cli;
+pub mod config;
 pub mod error;
 pub mod events;
+pub mod http;
+pub mod identity;
 pub mod load;
 pub mod path;
+pub mod server;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -51,9 +51,7 @@ impl FilePath {
                         )));
                     }
                     if segment.chars().any(char::is_control) {
-                        return Err(Error::bad_request(
-                            "path contains a control character",
-                        ));
+                        return Err(Error::bad_request("path contains a control character"));
                     }
                     segments.push(segment);
                 }

@@ -55,6 +55,11 @@ pub fn decode(id: &str) -> Result<u64, IdError> {
     Ok(value)
 }
 
+/// Whether `byte` is a character of the alphabet.
+pub fn is_digit(byte: u8) -> bool {
+    digit_of(byte).is_some()
+}
+
 fn digit_of(byte: u8) -> Option<u8> {
     ALPHABET.iter().position(|&c| c == byte).map(|d| d as u8)
 }

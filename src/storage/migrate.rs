@@ -53,7 +53,11 @@ pub fn migrate(env: &Env<WithoutTls>, steps: &[Migration]) -> Result<u32> {
             &step.version.to_be_bytes(),
         )?;
         txn.commit()?;
-        tracing::info!(version = step.version, name = step.name, "applied migration");
+        tracing::info!(
+            version = step.version,
+            name = step.name,
+            "applied migration"
+        );
         version = step.version;
     }
     Ok(version)

@@ -72,7 +72,9 @@ impl Store {
         let lmdb_dir = dir.join("lmdb");
         std::fs::create_dir_all(&lmdb_dir)?;
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
-        open.map_size(options.map_size).max_dbs(16).max_readers(4096);
+        open.map_size(options.map_size)
+            .max_dbs(16)
+            .max_readers(4096);
         if !options.sync {
             // SAFETY: flags only; NO_SYNC keeps the store consistent but may lose the last commits.
             unsafe {
@@ -132,13 +134,17 @@ impl Store {
         Ok(self.tables.meta.get(&txn, key)?.map(<[u8]>::to_vec))
     }
 
+    /// Write a `meta` entry. Only for start-up, before the writer runs.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut txn = self.env.write_txn()?;
+        self.tables.meta.put(&mut txn, key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn user(&self, user: &str) -> Result<Option<UserRecord>> {
         let txn = self.env.read_txn()?;
-        self.tables
-            .users
-            .get(&txn, user)?
-            .map(decode)
-            .transpose()
+        self.tables.users.get(&txn, user)?.map(decode).transpose()
     }
 
     pub fn session(&self, secret: &str) -> Result<Option<CookieSessionRecord>> {
@@ -178,8 +184,15 @@ impl Store {
         let (prefix, cut) = file_key_prefix(user, dir);
         let upper = prefix_upper_bound(&prefix);
         let cursor_key = options.cursor.as_deref().map(|c| file_key(user, c));
-        let lower_bound = match &cursor_key {
-            Some(cursor) if !options.reverse => Bound::Excluded(cursor.as_slice()),
+        // A shallow page may end on a subdirectory (`.../sub/`): the next page starts after
+        // everything below it, not inside it.
+        let skip_dir = match (&cursor_key, &options.cursor) {
+            (Some(key), Some(cursor)) if cursor.ends_with('/') => prefix_upper_bound(key),
+            _ => None,
+        };
+        let lower_bound = match (&cursor_key, &skip_dir) {
+            (Some(_), Some(after_dir)) if !options.reverse => Bound::Included(after_dir.as_slice()),
+            (Some(cursor), None) if !options.reverse => Bound::Excluded(cursor.as_slice()),
             _ => Bound::Included(prefix.as_slice()),
         };
         let upper_bound = match (&cursor_key, &upper) {
@@ -188,7 +201,7 @@ impl Store {
             (_, None) => Bound::Unbounded,
         };
         let range = (lower_bound, upper_bound);
-        let iter: Box<dyn Iterator<Item = heed::Result<(&[u8], &[u8])>>> = if options.reverse {
+        let iter: Box<dyn Iterator<Item = heed::Result<KeyValue<'_>>>> = if options.reverse {
             Box::new(self.tables.files.rev_range(&txn, &range)?)
         } else {
             Box::new(self.tables.files.range(&txn, &range)?)
@@ -276,6 +289,8 @@ impl Store {
         Ok(last)
     }
 }
+
+type KeyValue<'t> = (&'t [u8], &'t [u8]);
 
 /// The smallest key greater than every key that starts with `prefix`.
 fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -44,7 +44,8 @@ pub struct Tables {
     pub users: Database<Str, Bytes>,
     /// session secret -> `pubky_common::session::CookieSessionRecord` (its own postcard form)
     pub sessions: Database<Str, Bytes>,
-    /// AuthToken signature -> the token's timestamp (microseconds), to refuse replays
+    /// `<token timestamp µs BE><signature>` -> the timestamp: spent AuthTokens, to refuse
+    /// replays; ordered by time so the expired ones are pruned from the front
     pub used_auth_tokens: Database<Bytes, U64<BigEndian>>,
     /// signup token -> `SignupTokenRecord`
     pub signup_tokens: Database<Str, Bytes>,
@@ -127,7 +128,8 @@ pub fn plain_path(key: &[u8], user_len: usize) -> Option<&str> {
     if hashed {
         return None;
     }
-    key.get(user_len..).and_then(|p| std::str::from_utf8(p).ok())
+    key.get(user_len..)
+        .and_then(|p| std::str::from_utf8(p).ok())
 }
 
 pub fn chunk_key(content_seq: u64, index: u32) -> [u8; 12] {
@@ -198,7 +200,10 @@ mod tests {
         let (ka, kb) = (file_key(&user, &a), file_key(&user, &b));
         assert_eq!(ka.len(), MAX_KEY_BYTES);
         assert_ne!(ka, kb);
-        assert_eq!(file_key(&user, "/pub/x"), format!("{user}/pub/x").into_bytes());
+        assert_eq!(
+            file_key(&user, "/pub/x"),
+            format!("{user}/pub/x").into_bytes()
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::content::Spooled;
 use super::schema::{
-    chunk_key, decode, encode, file_key, meta_keys, now_ms, FileMeta, SignupTokenRecord, Tables,
-    UserRecord,
+    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, FileMeta,
+    SignupTokenRecord, Tables, UserRecord,
 };
 use super::{read_last_seq, Store};
 use crate::error::{Error, Result};
@@ -42,7 +42,10 @@ pub enum WriteOp {
         quota: Option<u64>,
     },
     /// Delete a file, record a DEL event.
-    DeleteFile { user: String, path: String },
+    DeleteFile {
+        user: String,
+        path: String,
+    },
     /// Create a user and its first session; consumes the auth token and the signup token.
     Signup {
         user: String,
@@ -58,8 +61,12 @@ pub enum WriteOp {
         session_secret: String,
         session: Vec<u8>,
     },
-    DeleteSession { secret: String },
-    MintSignupToken { token: String },
+    DeleteSession {
+        secret: String,
+    },
+    MintSignupToken {
+        token: String,
+    },
 }
 
 /// An AuthToken being spent: its signature identifies it, its timestamp lets old entries expire.
@@ -240,6 +247,7 @@ fn apply(
                 Some(bytes) => decode(bytes)?,
                 None => return Err(Error::NotFound(format!("no user {user} on this server"))),
             };
+            check_no_collision(t, txn, user, path)?;
             let old: Option<FileMeta> = t.files.get(txn, &key)?.map(decode).transpose()?;
             let old_size = old.as_ref().map_or(0, |m| m.size);
             let used = account.used_bytes.saturating_sub(old_size) + size;
@@ -286,7 +294,12 @@ fn apply(
         }
         WriteOp::DeleteFile { user, path } => {
             let key = file_key(user, path);
-            let Some(old) = t.files.get(txn, &key)?.map(decode::<FileMeta>).transpose()? else {
+            let Some(old) = t
+                .files
+                .get(txn, &key)?
+                .map(decode::<FileMeta>)
+                .transpose()?
+            else {
                 return Err(Error::NotFound(format!("no file at {path}")));
             };
             delete_chunks(t, txn, &old)?;
@@ -315,6 +328,7 @@ fn apply(
             session_secret,
             session,
         } => {
+            spend_auth_token(t, txn, auth)?;
             if t.users.get(txn, user)?.is_some() {
                 return Err(Error::Conflict(format!("user {user} already exists")));
             }
@@ -331,7 +345,6 @@ fn apply(
                 record.used_by = Some(user.clone());
                 t.signup_tokens.put(txn, token, &encode(&record)?)?;
             }
-            spend_auth_token(t, txn, auth)?;
             let account = UserRecord {
                 created_ms: ts_ms,
                 used_bytes: 0,
@@ -370,14 +383,55 @@ fn apply(
     }
 }
 
+/// How long a spent AuthToken is remembered: twice the ±3 minute window AuthToken::verify
+/// allows, so any token old enough to be forgotten is refused as expired anyway.
+const SPENT_TOKEN_MEMORY_US: u64 = 2 * 180 * 1_000_000;
+
+/// Refuse a token seen before, remember this one, and forget those past the window. Keys are
+/// `<timestamp µs BE><signature>`, so forgetting is one range delete from the front.
 fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()> {
-    if t.used_auth_tokens.get(txn, &auth.signature)?.is_some() {
+    let mut key = [0u8; 72];
+    key[..8].copy_from_slice(&auth.timestamp_us.to_be_bytes());
+    key[8..].copy_from_slice(&auth.signature);
+    if t.used_auth_tokens.get(txn, &key)?.is_some() {
         return Err(Error::Unauthorized(
             "this AuthToken was already used; sign a new one".into(),
         ));
     }
-    t.used_auth_tokens
-        .put(txn, &auth.signature, &auth.timestamp_us)?;
+    let horizon = (now_ms() * 1000).saturating_sub(SPENT_TOKEN_MEMORY_US);
+    let horizon_key = horizon.to_be_bytes();
+    let expired: (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) = (
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Excluded(&horizon_key[..]),
+    );
+    t.used_auth_tokens.delete_range(txn, &expired)?;
+    t.used_auth_tokens.put(txn, &key, &auth.timestamp_us)?;
+    Ok(())
+}
+
+/// A path is a file or a directory, never both: `/pub/a` cannot be written while `/pub/a/x`
+/// exists, nor `/pub/a/x` while the file `/pub/a` does. Listings stay unambiguous.
+fn check_no_collision(t: &Tables, txn: &RwTxn, user: &str, path: &str) -> Result<()> {
+    let as_dir = format!("{path}/");
+    let (prefix, _) = file_key_prefix(user, &as_dir);
+    if t.files
+        .prefix_iter(txn, &prefix)?
+        .next()
+        .transpose()?
+        .is_some()
+    {
+        return Err(Error::Conflict(format!(
+            "{path} is a directory (files exist under {as_dir}); it cannot also be a file"
+        )));
+    }
+    for (slash, _) in path.match_indices('/').skip(2) {
+        let ancestor = &path[..slash];
+        if t.files.get(txn, &file_key(user, ancestor))?.is_some() {
+            return Err(Error::Conflict(format!(
+                "{ancestor} is a file; it cannot also be a directory of {path}"
+            )));
+        }
+    }
     Ok(())
 }
 

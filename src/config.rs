@@ -1,0 +1,227 @@
+//! Server configuration: defaults, then a TOML file, then `HEARTH_*` environment variables,
+//! then command-line flags, each overriding the one before.
+//!
+//! The defaults make `hearth serve` work with no setup at all: LMDB in `./hearth-data`,
+//! listening on 127.0.0.1:6287, open signup, durable commits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Who may sign up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SignupMode {
+    /// Anyone with a valid AuthToken.
+    Open,
+    /// Only with a signup token minted on the admin listener.
+    Token,
+}
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where LMDB, the server's key and spool files live.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The admin listener (minting signup tokens); off unless set.
+    pub admin_listen: Option<SocketAddr>,
+    /// Required on every admin request (`X-Admin-Password`); the admin listener refuses to start
+    /// without one.
+    pub admin_password: Option<String>,
+    pub signup_mode: SignupMode,
+    /// Per-user storage quota in bytes; none means unlimited.
+    pub quota_bytes: Option<u64>,
+    /// The largest body a PUT may carry.
+    pub max_body_bytes: u64,
+    /// fsync each commit. Off is faster and may lose the last commits on a crash (never
+    /// corrupts the store).
+    pub sync: bool,
+    /// LMDB map size in bytes: the most the store can grow to.
+    pub map_size: usize,
+    /// Seconds between keep-alive comments on an idle event stream.
+    pub keepalive_secs: u64,
+    /// How many `sub` patterns one firehose connection may have.
+    pub max_patterns: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("hearth-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6287)),
+            admin_listen: None,
+            admin_password: None,
+            signup_mode: SignupMode::Open,
+            quota_bytes: None,
+            max_body_bytes: 100 << 20,
+            sync: true,
+            map_size: 64 << 30,
+            keepalive_secs: 15,
+            max_patterns: 100,
+        }
+    }
+}
+
+/// Flags of `hearth serve`; each also reads its `HEARTH_*` environment variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "HEARTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./hearth-data]
+    #[arg(long, env = "HEARTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:6287]
+    #[arg(long, env = "HEARTH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin listener (off unless set)
+    #[arg(long, env = "HEARTH_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Password for the admin listener
+    #[arg(long, env = "HEARTH_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Who may sign up [default: open]
+    #[arg(long, env = "HEARTH_SIGNUP_MODE")]
+    pub signup_mode: Option<SignupMode>,
+    /// Per-user quota in bytes [default: unlimited]
+    #[arg(long, env = "HEARTH_QUOTA_BYTES")]
+    pub quota_bytes: Option<u64>,
+    /// Largest PUT body in bytes [default: 104857600]
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Skip fsync on commit: faster, but a crash may lose the last commits
+    #[arg(long, env = "HEARTH_NO_SYNC")]
+    pub no_sync: bool,
+    /// Seconds between keep-alive comments on idle event streams [default: 15]
+    #[arg(long, env = "HEARTH_KEEPALIVE_SECS")]
+    pub keepalive_secs: Option<u64>,
+}
+
+impl Config {
+    /// Build the configuration from a file (if named) and the flags/environment.
+    pub fn load(args: &ServeArgs) -> Result<Config> {
+        let mut config = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let ServeArgs {
+            config: _,
+            data_dir,
+            listen,
+            admin_listen,
+            admin_password,
+            signup_mode,
+            quota_bytes,
+            max_body_bytes,
+            no_sync,
+            keepalive_secs,
+        } = args.clone();
+        if let Some(v) = data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = listen {
+            config.listen = v;
+        }
+        if admin_listen.is_some() {
+            config.admin_listen = admin_listen;
+        }
+        if admin_password.is_some() {
+            config.admin_password = admin_password;
+        }
+        if let Some(v) = signup_mode {
+            config.signup_mode = v;
+        }
+        if quota_bytes.is_some() {
+            config.quota_bytes = quota_bytes;
+        }
+        if let Some(v) = max_body_bytes {
+            config.max_body_bytes = v;
+        }
+        if no_sync {
+            config.sync = false;
+        }
+        if let Some(v) = keepalive_secs {
+            config.keepalive_secs = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            Error::bad_request(format!("cannot read config {}: {err}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|err| Error::bad_request(format!("config {}: {err}", path.display())))
+    }
+
+    /// Refuse settings that cannot work, before anything starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.admin_listen.is_some() && self.admin_password.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::bad_request(
+                "admin_listen is set but admin_password is not: the admin listener needs a password",
+            ));
+        }
+        if self.keepalive_secs == 0 {
+            return Err(Error::bad_request("keepalive_secs must be at least 1"));
+        }
+        if self.max_patterns == 0 {
+            return Err(Error::bad_request("max_patterns must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs)
+    }
+
+    /// A configuration for tests and tools: a given data dir, an ephemeral port.
+    pub fn ephemeral(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hearth.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\nquota_bytes = 10\nsignup_mode = \"token\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            listen: Some("127.0.0.1:7001".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.listen.port(), 7001);
+        assert_eq!(config.quota_bytes, Some(10));
+        assert_eq!(config.signup_mode, SignupMode::Token);
+    }
+
+    #[test]
+    fn unknown_keys_and_passwordless_admin_are_refused() {
+        assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
+        let config = Config {
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

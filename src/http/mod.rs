@@ -1,0 +1,108 @@
+//! The HTTP surface: one router, routes grouped by concern.
+//!
+//! - `auth`: signup and sessions (Pubky's cookie flow);
+//! - `files`: `/pub/` reads, writes, deletes and listings;
+//! - `admin`: the separate, password-guarded admin listener;
+//! - `tenant`: who a request is about, and whether its session may write there.
+
+pub mod admin;
+pub mod auth;
+pub mod files;
+pub mod tenant;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::Config;
+use crate::storage::writer::Writer;
+use crate::storage::Store;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub writer: Writer,
+    pub config: Arc<Config>,
+    /// The server's public key, z-base32.
+    pub server_key: Arc<str>,
+    /// Flips to true when the server begins to shut down; long-lived streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The public router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/signup", post(auth::signup))
+        .route(
+            "/session",
+            post(auth::signin)
+                .get(auth::get_session)
+                .delete(auth::delete_session),
+        )
+        .route(
+            "/pub/{*path}",
+            get(files::get)
+                .head(files::head)
+                .put(files::put)
+                .delete(files::delete),
+        )
+        .route("/pub/", get(files::get).head(files::head))
+        .route("/pub", get(files::get).head(files::head))
+        .fallback(not_found)
+        .layer(cors())
+        .with_state(state)
+}
+
+/// Pages on other origins may read files and follow streams; credentialed requests (cookies)
+/// echo the origin, as browsers require.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static("pubky-host"),
+        ])
+        .expose_headers([header::ETAG, header::LAST_MODIFIED, header::CONTENT_LENGTH])
+}
+
+/// `GET /`: the server's public key.
+async fn root(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        format!("{}\n", state.server_key),
+    )
+}
+
+/// Reads of unknown routes are 404; writes anywhere but `/pub/` are refused as bad paths.
+async fn not_found(method: Method, uri: axum::http::Uri) -> crate::Error {
+    if method == Method::PUT || method == Method::DELETE {
+        crate::Error::bad_request(format!(
+            "path {} is outside /pub/: only files under /pub/ can be written",
+            uri.path()
+        ))
+    } else {
+        crate::Error::NotFound(format!("nothing at {}", uri.path()))
+    }
+}

@@ -1,0 +1,170 @@
+//! Starting and stopping a server.
+//!
+//! `Server::start` opens the store, starts the writer, binds the listeners and serves until
+//! `shutdown` is called; `stopped` then waits for in-flight requests to finish, the writer to
+//! drain, and LMDB to close. The binary and the tests use exactly this path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::{self, AppState};
+use crate::identity;
+use crate::storage::schema::meta_keys;
+use crate::storage::writer::{CommitListener, Writer};
+use crate::storage::{Store, StoreOptions};
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    public_key: String,
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Server {
+    /// Open the store in `config.data_dir`, bind, and start serving.
+    pub async fn start(config: Config) -> Result<Server> {
+        config.validate()?;
+        let keypair = identity::load_or_create(&config.data_dir)?;
+        let public_key = keypair.public_key().z32();
+        let options = StoreOptions {
+            map_size: config.map_size,
+            sync: config.sync,
+        };
+        let data_dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &options))
+            .await
+            .map_err(|err| Error::Corrupt(format!("opening the store panicked: {err}")))??;
+        check_server_key(&store, &public_key)?;
+
+        let on_commit: CommitListener = Arc::new(|_events| {});
+        let (writer, writer_thread) = Writer::start(store.clone(), on_commit)?;
+
+        let listener = TcpListener::bind(config.listen).await.map_err(|err| {
+            Error::Io(std::io::Error::new(
+                err.kind(),
+                format!("cannot listen on {}: {err}", config.listen),
+            ))
+        })?;
+        let addr = listener.local_addr()?;
+        let admin_listener = match config.admin_listen {
+            Some(admin) => Some(TcpListener::bind(admin).await.map_err(|err| {
+                Error::Io(std::io::Error::new(
+                    err.kind(),
+                    format!("cannot listen on {admin}: {err}"),
+                ))
+            })?),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let served_store = store.clone();
+        let state = AppState {
+            store: store.clone(),
+            writer,
+            config: Arc::new(config),
+            server_key: public_key.clone().into(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let public = axum::serve(listener, http::router(state.clone()))
+            .with_graceful_shutdown(signalled(shutdown_rx.clone()));
+        let admin = admin_listener.map(|listener| {
+            axum::serve(listener, http::admin::router(state.clone()))
+                .with_graceful_shutdown(signalled(shutdown_rx.clone()))
+        });
+        // Handlers hold their own clones; this one must not keep the writer alive.
+        drop(state);
+
+        let task = tokio::spawn(async move {
+            let admin_task =
+                admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
+            let served = public.await;
+            if let Some(admin_task) = admin_task {
+                let _ = admin_task.await;
+            }
+            // Every `Writer` is gone with the router: the writer drains its queue and exits.
+            tokio::task::spawn_blocking(move || {
+                writer_thread.join();
+                store.close();
+            })
+            .await
+            .map_err(|err| Error::Corrupt(format!("closing the store panicked: {err}")))?;
+            served.map_err(Error::Io)
+        });
+
+        Ok(Server {
+            addr,
+            admin_addr,
+            public_key,
+            store: served_store,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The server's public key, z-base32.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Begin a graceful shutdown: stop accepting, let requests finish, end event streams.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// The store being served, for reading what is committed (tests, tools).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Wait until the server has stopped and the store is closed.
+    pub async fn stopped(self) -> Result<()> {
+        let Server { store, task, .. } = self;
+        // The store closes once every handle is gone, this one included.
+        drop(store);
+        task.await
+            .map_err(|err| Error::Corrupt(format!("the server task failed: {err}")))?
+    }
+}
+
+async fn signalled(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The store remembers which key served it; a different key file is a mistake to stop at.
+fn check_server_key(store: &Store, public_key: &str) -> Result<()> {
+    match store.meta(meta_keys::SERVER_KEY)? {
+        None => store.put_meta(meta_keys::SERVER_KEY, public_key.as_bytes()),
+        Some(stored) if stored == public_key.as_bytes() => Ok(()),
+        Some(stored) => Err(Error::Corrupt(format!(
+            "this data directory was served by key {}, but its key file now holds {public_key}; \
+             restore the original {} file",
+            String::from_utf8_lossy(&stored),
+            identity::KEY_FILE
+        ))),
+    }
+}

@@ -1,0 +1,133 @@
+//! Schema versioning on a real LMDB: a store made by an older version is migrated in order, a
+//! store from the future is refused, and migrating keeps what was stored.
+
+use hearth::storage::migrate::{current_version, Migration, ALL};
+use hearth::storage::schema::meta_keys;
+use hearth::storage::{Store, StoreOptions};
+use heed::types::{Bytes, Str};
+use heed::{Env, RwTxn, WithoutTls};
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        map_size: 1 << 30,
+        sync: true,
+    }
+}
+
+fn schema_version(store: &Store) -> u32 {
+    let bytes = store
+        .meta(meta_keys::SCHEMA_VERSION)
+        .unwrap()
+        .expect("a version");
+    u32::from_be_bytes(bytes.try_into().unwrap())
+}
+
+/// A later migration, written the way a real one would be: it creates a table and fills it
+/// from what version 1 stored.
+fn copy_last_seq(env: &Env<WithoutTls>, txn: &mut RwTxn) -> heed::Result<()> {
+    let extra = env.create_database::<Str, Bytes>(txn, Some("extra"))?;
+    let meta = env
+        .open_database::<Str, Bytes>(txn, Some("meta"))?
+        .expect("version 1 has a meta table");
+    let seq = meta
+        .get(txn, meta_keys::LAST_SEQ)?
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    extra.put(txn, "copied_last_seq", &seq)?;
+    Ok(())
+}
+
+#[test]
+fn a_new_store_is_at_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &options()).unwrap();
+    assert_eq!(schema_version(&store), current_version());
+    assert_eq!(current_version(), ALL.len() as u32);
+}
+
+#[test]
+fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), &options()).unwrap();
+        store
+            .put_meta(meta_keys::LAST_SEQ, &41u64.to_be_bytes())
+            .unwrap();
+        store.close();
+    }
+    let mut steps: Vec<Migration> = ALL
+        .iter()
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            apply: m.apply,
+        })
+        .collect();
+    steps.push(Migration {
+        version: current_version() + 1,
+        name: "copy last_seq (test)",
+        apply: copy_last_seq,
+    });
+    let store = Store::open_with(dir.path(), &options(), &steps).unwrap();
+    assert_eq!(schema_version(&store), current_version() + 1);
+    assert_eq!(store.last_seq().unwrap(), 41, "migrating keeps the data");
+    store.close();
+
+    // The migrated store is read back by the code that knows the new version, unchanged.
+    let store = Store::open_with(dir.path(), &options(), &steps).unwrap();
+    assert_eq!(schema_version(&store), current_version() + 1);
+    store.close();
+}
+
+#[test]
+fn a_store_from_the_future_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), &options()).unwrap();
+        store
+            .put_meta(
+                meta_keys::SCHEMA_VERSION,
+                &(current_version() + 5).to_be_bytes(),
+            )
+            .unwrap();
+        store.close();
+    }
+    let err = match Store::open(dir.path(), &options()) {
+        Ok(_) => panic!("a store from the future must be refused"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("newer"), "{err}");
+    assert!(err.contains(&(current_version() + 5).to_string()), "{err}");
+}
+
+#[test]
+fn a_failing_migration_commits_nothing() {
+    fn fails(env: &Env<WithoutTls>, txn: &mut RwTxn) -> heed::Result<()> {
+        env.create_database::<Str, Bytes>(txn, Some("half_done"))?;
+        Err(heed::Error::Io(std::io::Error::other(
+            "migration failed on purpose",
+        )))
+    }
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path(), &options()).unwrap().close();
+    let steps = [
+        Migration {
+            version: 1,
+            name: ALL[0].name,
+            apply: ALL[0].apply,
+        },
+        Migration {
+            version: 2,
+            name: "fails",
+            apply: fails,
+        },
+    ];
+    assert!(Store::open_with(dir.path(), &options(), &steps).is_err());
+    let store = Store::open(dir.path(), &options()).unwrap();
+    assert_eq!(
+        schema_version(&store),
+        1,
+        "the failed step left the version alone"
+    );
+    store.close();
+}
