@@ -60,6 +60,9 @@ pub(crate) async fn run(context: &Context, args: &IdleArgs) -> Result<Report, Lo
     let per_connection = before
         .zip(held)
         .map(|(b, h)| (h.rss_kib.saturating_sub(b.rss_kib) * 1024) / connections as u64);
+    let anon_per_connection = before
+        .zip(held)
+        .map(|(b, h)| (h.anon_kib.saturating_sub(b.anon_kib) * 1024) / connections as u64);
     let line = json!({
         "scenario": "idle",
         "url": context.target.authority,
@@ -68,17 +71,22 @@ pub(crate) async fn run(context: &Context, args: &IdleArgs) -> Result<Report, Lo
         "rss_before_kib": before.map(|s| s.rss_kib),
         "rss_held_kib": held.map(|s| s.rss_kib),
         "rss_after_close_kib": closed.map(|s| s.rss_kib),
+        "anon_before_kib": before.map(|s| s.anon_kib),
+        "anon_held_kib": held.map(|s| s.anon_kib),
         "bytes_per_connection": per_connection,
+        "anon_bytes_per_connection": anon_per_connection,
     });
     let summary = match (before, held, closed, per_connection) {
         (Some(b), Some(h), Some(c), Some(per)) => format!(
             "idle: {connections} connections opened in {:.2} s; server RSS {} KiB -> {} KiB \
-             held -> {} KiB after close: {per} bytes ({:.2} KiB) per connection\n",
+             held -> {} KiB after close: {per} bytes ({:.2} KiB) per connection \
+             (anonymous memory: {} bytes)\n",
             open_elapsed.as_secs_f64(),
             b.rss_kib,
             h.rss_kib,
             c.rss_kib,
-            per as f64 / 1024.0
+            per as f64 / 1024.0,
+            anon_per_connection.unwrap_or(0),
         ),
         _ => format!(
             "idle: {connections} connections opened in {:.2} s (pass --pid to weigh them)\n",

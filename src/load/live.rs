@@ -281,11 +281,14 @@ async fn follow(
     let mut arrivals = Vec::new();
     let mut first_sight = vec![false; total as usize];
     let mut broke = None;
+    // One timer for the whole run, not one per read.
+    let time_limit = tokio::time::sleep_until(stop_by.into());
+    tokio::pin!(time_limit);
     loop {
         let mut fresh = 0u64;
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tokio::time::sleep_until(stop_by.into()) => {
+            _ = &mut time_limit => {
                 broke = Some("the scenario's time limit passed".to_string());
                 break;
             }

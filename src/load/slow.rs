@@ -173,6 +173,8 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
         "rss_end_stalled_kib": stalled.map(|s| s.rss_kib),
         "rss_after_kib": after.map(|s| s.rss_kib),
         "rss_growth_kib": growth_kib,
+        "anon_before_kib": before.map(|s| s.anon_kib),
+        "anon_end_stalled_kib": stalled.map(|s| s.anon_kib),
     });
     let mut summary = format!(
         "slow: stalled while {} of {events} writes were acked ({errors} errors) in {:.2} s; \
@@ -189,10 +191,12 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
     if let (Some(b), Some(s), Some(growth)) = (before, stalled, growth_kib) {
         summary.push_str(&format!(
             "  server RSS: {} KiB before, peak {} KiB while stalled (+{growth} KiB), {} KiB at \
-             the end of the stall\n",
+             the end of the stall (anonymous: {} -> {} KiB)\n",
             b.rss_kib,
             peak.load(Ordering::Relaxed),
-            s.rss_kib
+            s.rss_kib,
+            b.anon_kib,
+            s.anon_kib
         ));
     }
     Ok(Report {

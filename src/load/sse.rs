@@ -65,7 +65,7 @@ impl<'a> Frame<'a> {
     /// The values of every `name:` line, in order (one leading space dropped, as SSE says).
     pub fn fields(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         let name = name.as_bytes();
-        self.raw.split(|&b| b == b'\n').filter_map(move |line| {
+        lines(self.raw).filter_map(move |line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let rest = line.strip_prefix(name)?.strip_prefix(b":")?;
             Some(rest.strip_prefix(b" ").unwrap_or(rest))
@@ -91,7 +91,7 @@ impl<'a> Frame<'a> {
     pub fn path(&self) -> Option<&'a str> {
         for data in self.fields("data") {
             if let Some(uri) = data.strip_prefix(b"pubky://") {
-                let slash = uri.iter().position(|&b| b == b'/')?;
+                let slash = memchr::memchr(b'/', uri)?;
                 return std::str::from_utf8(&uri[slash..]).ok();
             }
             if data.first() == Some(&b'{') {
@@ -106,7 +106,7 @@ impl<'a> Frame<'a> {
 /// enough for the paths this tool writes (no escapes). A value with an escape gives `None`.
 fn json_string_field<'a>(json: &'a [u8], marker: &[u8]) -> Option<&'a str> {
     let at = find(json, marker)? + marker.len();
-    let len = json[at..].iter().position(|&b| b == b'"')?;
+    let len = memchr::memchr(b'"', &json[at..])?;
     let value = &json[at..at + len];
     if value.contains(&b'\\') {
         return None;
@@ -115,9 +115,25 @@ fn json_string_field<'a>(json: &'a [u8], marker: &[u8]) -> Option<&'a str> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    memchr::memmem::find(haystack, needle)
+}
+
+/// The lines of a frame, without their `\n` (found with memchr: this runs for every event).
+fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(raw);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match memchr::memchr(b'\n', text) {
+            Some(at) => {
+                rest = Some(&text[at + 1..]);
+                Some(&text[..at])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
 }
 
 impl SseStream {
@@ -296,7 +312,7 @@ impl SseStream {
         let mut start = 0;
         let mut scan = 0;
         // A frame ends at an empty line: "\n\n" (or "\n\r\n").
-        while let Some(nl) = self.body[scan..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &self.body[scan..]) {
             let line_start = scan;
             let line_end = scan + nl;
             scan = line_end + 1;

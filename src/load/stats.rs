@@ -84,6 +84,9 @@ pub struct Process {
 pub struct Sample {
     /// Resident set size, KiB (`VmRSS`).
     pub rss_kib: u64,
+    /// The anonymous part of it, KiB (`RssAnon`): heap and stacks, without the pages of
+    /// LMDB's memory map that reads happened to touch.
+    pub anon_kib: u64,
     /// User plus system CPU time so far, milliseconds.
     pub cpu_ms: u64,
 }
@@ -97,18 +100,27 @@ impl Process {
     }
 
     pub fn sample(&self) -> Result<Sample, LoadError> {
+        let (rss_kib, anon_kib) = self.memory_kib()?;
         Ok(Sample {
-            rss_kib: self.rss_kib()?,
+            rss_kib,
+            anon_kib,
             cpu_ms: self.cpu_ms()?,
         })
     }
 
     /// `VmRSS` from `/proc/<pid>/status`, in KiB.
     pub fn rss_kib(&self) -> Result<u64, LoadError> {
+        Ok(self.memory_kib()?.0)
+    }
+
+    /// `VmRSS` and `RssAnon` from `/proc/<pid>/status`, in KiB.
+    fn memory_kib(&self) -> Result<(u64, u64), LoadError> {
         let path = format!("/proc/{}/status", self.pid);
         let status = std::fs::read_to_string(&path)
             .map_err(|err| LoadError::Usage(format!("reading {path}: {err} (is --pid right?)")))?;
-        parse_vm_rss(&status).ok_or_else(|| LoadError::Usage(format!("{path} has no VmRSS line")))
+        let rss = status_kib(&status, "VmRSS:")
+            .ok_or_else(|| LoadError::Usage(format!("{path} has no VmRSS line")))?;
+        Ok((rss, status_kib(&status, "RssAnon:").unwrap_or(rss)))
     }
 
     /// utime + stime from `/proc/<pid>/stat`, in milliseconds.
@@ -125,8 +137,9 @@ impl Process {
     }
 }
 
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// A `Name:   123 kB` line of `/proc/<pid>/status`.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -145,6 +158,8 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 pub struct ServerCost {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
+    pub anon_before_kib: u64,
+    pub anon_after_kib: u64,
     pub cpu_ms: u64,
 }
 
@@ -153,6 +168,8 @@ impl ServerCost {
         ServerCost {
             rss_before_kib: before.rss_kib,
             rss_after_kib: after.rss_kib,
+            anon_before_kib: before.anon_kib,
+            anon_after_kib: after.anon_kib,
             cpu_ms: after.cpu_ms.saturating_sub(before.cpu_ms),
         }
     }
@@ -177,9 +194,10 @@ mod tests {
 
     #[test]
     fn reads_proc_files() {
-        let status = "Name:\thearth\nVmPeak:\t  100 kB\nVmRSS:\t   2048 kB\n";
-        assert_eq!(parse_vm_rss(status), Some(2048));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        let status = "Name:\thearth\nVmPeak:\t  100 kB\nVmRSS:\t   2048 kB\nRssAnon:\t 1024 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(2048));
+        assert_eq!(status_kib(status, "RssAnon:"), Some(1024));
+        assert_eq!(status_kib("Name: x\n", "VmRSS:"), None);
         let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 150 25 0 0 20 0 3 0";
         assert_eq!(parse_cpu_ticks(stat), Some(175));
         assert_eq!(parse_cpu_ticks("garbage"), None);
