@@ -2,7 +2,8 @@
 //!
 //! The subscriber's socket gets a small receive buffer and is not read at all while the
 //! writers run, so the kernel's buffers fill and the server feels back-pressure early. The
-//! server's memory is sampled all along; a server that queues events per subscriber grows
+//! server's memory is sampled all along (`RssAnon`: `VmRSS` also counts the LMDB pages of
+//! the data being written); a server that queues events per subscriber grows
 //! with W, one that serves a lagging subscriber from the store does not. On resuming, the
 //! subscriber must get every acknowledged write, once each, in id order.
 
@@ -71,7 +72,10 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let before = context.sample()?;
-    let peak = Arc::new(AtomicU64::new(before.map_or(0, |s| s.rss_kib)));
+    let peak = Arc::new(Peak {
+        rss_kib: AtomicU64::new(before.map_or(0, |s| s.rss_kib)),
+        anon_kib: AtomicU64::new(before.map_or(0, |s| s.anon_kib)),
+    });
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = context
         .process
@@ -151,7 +155,10 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
     let received = seen.len() as u64;
     let missed = written.ok.saturating_sub(received);
     let errors: u64 = written.errors.values().sum();
-    let growth_kib = before.map(|b| peak.load(Ordering::Relaxed).saturating_sub(b.rss_kib));
+    let peak_rss = peak.rss_kib.load(Ordering::Relaxed);
+    let peak_anon = peak.anon_kib.load(Ordering::Relaxed);
+    let growth_kib = before.map(|b| peak_rss.saturating_sub(b.rss_kib));
+    let anon_growth_kib = before.map(|b| peak_anon.saturating_sub(b.anon_kib));
     let complete = missed == 0 && duplicated == 0 && out_of_order == 0;
     let line = json!({
         "scenario": "slow",
@@ -169,12 +176,14 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
         "catch_up_seconds": catch_up.as_secs_f64(),
         "catch_up_events_per_s": per_second(received, catch_up),
         "rss_before_kib": before.map(|s| s.rss_kib),
-        "rss_peak_stalled_kib": before.map(|_| peak.load(Ordering::Relaxed)),
+        "rss_peak_stalled_kib": before.map(|_| peak_rss),
         "rss_end_stalled_kib": stalled.map(|s| s.rss_kib),
         "rss_after_kib": after.map(|s| s.rss_kib),
         "rss_growth_kib": growth_kib,
         "anon_before_kib": before.map(|s| s.anon_kib),
+        "anon_peak_stalled_kib": before.map(|_| peak_anon),
         "anon_end_stalled_kib": stalled.map(|s| s.anon_kib),
+        "anon_growth_kib": anon_growth_kib,
     });
     let mut summary = format!(
         "slow: stalled while {} of {events} writes were acked ({errors} errors) in {:.2} s; \
@@ -188,15 +197,14 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
             .map(|e| format!(" ({e})"))
             .unwrap_or_default(),
     );
-    if let (Some(b), Some(s), Some(growth)) = (before, stalled, growth_kib) {
+    if let (Some(b), Some(s), Some(growth), Some(anon_growth)) =
+        (before, stalled, growth_kib, anon_growth_kib)
+    {
         summary.push_str(&format!(
-            "  server RSS: {} KiB before, peak {} KiB while stalled (+{growth} KiB), {} KiB at \
-             the end of the stall (anonymous: {} -> {} KiB)\n",
-            b.rss_kib,
-            peak.load(Ordering::Relaxed),
-            s.rss_kib,
-            b.anon_kib,
-            s.anon_kib
+            "  server memory while stalled: anonymous {} KiB before, peak {peak_anon} KiB \
+             (+{anon_growth} KiB), {} KiB at the end; VmRSS {} -> peak {peak_rss} KiB \
+             (+{growth} KiB, mostly LMDB pages of the data written)\n",
+            b.anon_kib, s.anon_kib, b.rss_kib,
         ));
     }
     Ok(Report {
@@ -205,15 +213,22 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
     })
 }
 
-/// Keep the highest RSS seen, every 50 ms, until told to stop.
-async fn sample_peak(process: Process, peak: Arc<AtomicU64>, running: Arc<AtomicBool>) {
+/// The highest memory figures seen while the subscriber was stalled.
+struct Peak {
+    rss_kib: AtomicU64,
+    anon_kib: AtomicU64,
+}
+
+/// Keep the highest memory figures seen, every 50 ms, until told to stop.
+async fn sample_peak(process: Process, peak: Arc<Peak>, running: Arc<AtomicBool>) {
     // Bounded: the writing phase it watches is bounded, and so is this loop.
     for _ in 0..(3600 * 20) {
         if !running.load(Ordering::Relaxed) {
             break;
         }
-        if let Ok(rss) = process.rss_kib() {
-            peak.fetch_max(rss, Ordering::Relaxed);
+        if let Ok(sample) = process.sample() {
+            peak.rss_kib.fetch_max(sample.rss_kib, Ordering::Relaxed);
+            peak.anon_kib.fetch_max(sample.anon_kib, Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -108,11 +108,6 @@ impl Process {
         })
     }
 
-    /// `VmRSS` from `/proc/<pid>/status`, in KiB.
-    pub fn rss_kib(&self) -> Result<u64, LoadError> {
-        Ok(self.memory_kib()?.0)
-    }
-
     /// `VmRSS` and `RssAnon` from `/proc/<pid>/status`, in KiB.
     fn memory_kib(&self) -> Result<(u64, u64), LoadError> {
         let path = format!("/proc/{}/status", self.pid);
@@ -206,6 +201,6 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = Process::new(std::process::id()).expect("own /proc");
-        assert!(me.rss_kib().expect("rss") > 0);
+        assert!(me.sample().expect("sample").rss_kib > 0);
     }
 }
