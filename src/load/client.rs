@@ -187,6 +187,30 @@ impl Conn {
         self.send(request).await
     }
 
+    /// Ask an admin endpoint for a new signup token.
+    pub async fn mint_signup_token(&mut self, password: &str) -> Result<String, LoadError> {
+        let request = self
+            .request(Method::GET, "/generate_signup_token")
+            .header("x-admin-password", password)
+            .body(Full::new(Bytes::new()))
+            .map_err(|err| LoadError::Http(format!("building a request: {err}")))?;
+        let answer = self.send(request).await?;
+        let text = String::from_utf8_lossy(&answer.body).trim().to_string();
+        if !answer.status.is_success() {
+            return Err(LoadError::Http(format!(
+                "minting a signup token answered {}: {text}",
+                answer.status
+            )));
+        }
+        // Tokens are `XXXX-XXXX-XXXX`: safe in a query string as they are.
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(LoadError::Protocol(format!(
+                "the admin endpoint returned {text:?}, not a signup token"
+            )));
+        }
+        Ok(text)
+    }
+
     /// Create a fresh user with a session that may write under `/pub/`.
     pub async fn signup(&mut self, signup_token: Option<&str>) -> Result<User, LoadError> {
         let keypair = Keypair::random();
@@ -249,23 +273,46 @@ fn session_cookie<'a>(headers: impl Iterator<Item = &'a HeaderValue>, z32: &str)
     first
 }
 
+/// How new users get past the server's signup policy.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// The server allows open signup.
+    Open,
+    /// One signup token for every user (a server that lets a token be reused).
+    Token(String),
+    /// Mint a fresh token per user from the admin endpoint (`GET /generate_signup_token` with
+    /// `X-Admin-Password`), as Hearth and the Pubky homeserver both offer.
+    Mint { admin: Target, password: String },
+}
+
 /// Sign up `count` users, `parallel` at a time; every signup must succeed.
 pub async fn signup_many(
     target: &Target,
     count: usize,
     parallel: usize,
-    signup_token: Option<&str>,
+    admission: &Admission,
 ) -> Result<Vec<User>, LoadError> {
     let parallel = parallel.clamp(1, count.max(1));
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..parallel {
         let target = target.clone();
-        let token = signup_token.map(str::to_string);
+        let admission = admission.clone();
         let mine = (worker..count).step_by(parallel).count();
         tasks.spawn(async move {
             let mut conn = Conn::connect(&target).await?;
+            let mut admin = match &admission {
+                Admission::Mint { admin, .. } => Some(Conn::connect(admin).await?),
+                _ => None,
+            };
             let mut users = Vec::with_capacity(mine);
             for _ in 0..mine {
+                let token = match (&admission, admin.as_mut()) {
+                    (Admission::Token(token), _) => Some(token.clone()),
+                    (Admission::Mint { password, .. }, Some(admin)) => {
+                        Some(admin.mint_signup_token(password).await?)
+                    }
+                    _ => None,
+                };
                 users.push(conn.signup(token.as_deref()).await?);
             }
             Ok::<_, LoadError>(users)

@@ -34,11 +34,10 @@ pub(crate) async fn run(context: &Context, args: &IdleArgs) -> Result<Report, Lo
         StreamKind::Firehose => "/firehose".to_string(),
         StreamKind::EventsStream => {
             // A fresh user with no events: the stream stays idle.
-            let user =
-                super::client::signup_many(&context.target, 1, 1, context.signup_token.as_deref())
-                    .await?
-                    .pop()
-                    .ok_or_else(|| LoadError::Http("signup returned no user".into()))?;
+            let user = super::client::signup_many(&context.target, 1, 1, &context.admission)
+                .await?
+                .pop()
+                .ok_or_else(|| LoadError::Http("signup returned no user".into()))?;
             format!("/events-stream?user={}&live=true", user.z32)
         }
     };

@@ -74,7 +74,7 @@ pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, Lo
     }
     super::ensure_fd_limit(subscribers as u64 + writers as u64 + 64)?;
 
-    let writer = signup_many(&context.target, 1, 1, context.signup_token.as_deref())
+    let writer = signup_many(&context.target, 1, 1, &context.admission)
         .await?
         .pop()
         .ok_or_else(|| LoadError::Http("signup returned no user".into()))?;

@@ -46,8 +46,21 @@ pub struct LoadArgs {
     #[arg(long, global = true)]
     pub pid: Option<u32>,
     /// A signup token, for servers that require one (it must admit every user signed up).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "admin_url")]
     pub signup_token: Option<String>,
+    /// The server's admin endpoint (loopback only): mint one signup token per user there,
+    /// for servers that require tokens (the Pubky homeserver's default).
+    #[arg(long, global = true)]
+    pub admin_url: Option<String>,
+    /// The admin password sent as `X-Admin-Password` with `--admin-url`.
+    #[arg(
+        long,
+        global = true,
+        env = "HEARTH_ADMIN_PASSWORD",
+        hide_env_values = true,
+        default_value = "admin"
+    )]
+    pub admin_password: String,
     #[command(subcommand)]
     pub scenario: Scenario,
 }
@@ -79,7 +92,7 @@ pub enum StreamKind {
 pub(crate) struct Context {
     pub target: Target,
     pub process: Option<stats::Process>,
-    pub signup_token: Option<String>,
+    pub admission: client::Admission,
     /// A random name for this run: every path written goes under `/pub/hearth-load/<run>/`.
     pub run_id: String,
 }
@@ -100,10 +113,18 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     let target = Target::parse(&args.url)?;
     let process = args.pid.map(stats::Process::new).transpose()?;
     let run_id = hex(&pubky_common::crypto::random_bytes::<6>());
+    let admission = match (&args.signup_token, &args.admin_url) {
+        (Some(token), _) => client::Admission::Token(token.clone()),
+        (None, Some(admin)) => client::Admission::Mint {
+            admin: Target::parse(admin)?,
+            password: args.admin_password.clone(),
+        },
+        (None, None) => client::Admission::Open,
+    };
     let context = Context {
         target,
         process,
-        signup_token: args.signup_token.clone(),
+        admission,
         run_id,
     };
     let report = match &args.scenario {
@@ -224,6 +245,7 @@ mod tests {
             "x live --subscribers 10 --rate 50 --seconds 1 --pid 1",
             "x idle --connections 10",
             "x slow --events 100 --stream events-stream",
+            "x --admin-url http://127.0.0.1:6288 --admin-password p put --files 1",
         ] {
             let parsed = Cli::try_parse_from(line.split(' '));
             assert!(parsed.is_ok(), "{line}: {:?}", parsed.err());

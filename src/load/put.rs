@@ -53,13 +53,7 @@ pub(crate) async fn run(context: &Context, args: &PutArgs) -> Result<Report, Loa
     super::ensure_fd_limit(writers as u64 + 64)?;
 
     let signup_started = Instant::now();
-    let accounts = signup_many(
-        &context.target,
-        users,
-        writers.min(32),
-        context.signup_token.as_deref(),
-    )
-    .await?;
+    let accounts = signup_many(&context.target, users, writers.min(32), &context.admission).await?;
     let signup_elapsed = signup_started.elapsed();
 
     let before = context.sample()?;

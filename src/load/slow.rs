@@ -51,7 +51,7 @@ pub(crate) async fn run(context: &Context, args: &SlowArgs) -> Result<Report, Lo
     let limit = seconds("max-seconds", args.max_seconds, 3600.0)?;
     super::ensure_fd_limit(writers as u64 + 64)?;
 
-    let users = signup_many(&context.target, 4, 4, context.signup_token.as_deref()).await?;
+    let users = signup_many(&context.target, 4, 4, &context.admission).await?;
     let prefix = context.prefix("slow");
     let path = match args.stream {
         StreamKind::Firehose => "/firehose".to_string(),
