@@ -7,6 +7,7 @@
 use heed::{Env, RwTxn, WithoutTls};
 
 mod m0001_initial;
+mod m0002_grants;
 
 /// One step of the schema.
 pub struct Migration {
@@ -17,4 +18,4 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, in order.
-pub const ALL: &[Migration] = &[m0001_initial::MIGRATION];
+pub const ALL: &[Migration] = &[m0001_initial::MIGRATION, m0002_grants::MIGRATION];

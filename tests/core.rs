@@ -664,13 +664,8 @@ async fn bad_inputs_get_a_4xx_with_a_message_and_change_nothing() {
 
 #[tokio::test]
 async fn signup_tokens_from_the_admin_listener() {
-    let hs = TestServer::start_with(|c| {
-        c.signup_mode = hearth::config::SignupMode::Token;
-        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-        c.admin_password = Some("hunter2".into());
-    })
-    .await;
-    let admin = format!("http://{}", hs.server.admin_addr().unwrap());
+    let hs = TestServer::start_token_mode().await;
+    let admin = hs.admin_url();
     let refused = hs
         .http
         .get(format!("{admin}/generate_signup_token"))
@@ -686,16 +681,7 @@ async fn signup_tokens_from_the_admin_listener() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let token = hs
-        .http
-        .get(format!("{admin}/generate_signup_token"))
-        .header("x-admin-password", "hunter2")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let token = hs.mint_signup_token().await;
 
     let keypair = Keypair::random();
     let without = hs

@@ -1,7 +1,7 @@
 //! Schema versioning on a real LMDB: a store made by an older version is migrated in order, a
 //! store from the future is refused, and migrating keeps what was stored.
 
-use hearth::storage::migrate::{current_version, Migration, ALL};
+use hearth::storage::migrate::{current_version, migrate, Migration, ALL};
 use hearth::storage::schema::meta_keys;
 use hearth::storage::{Store, StoreOptions};
 use heed::types::{Bytes, Str};
@@ -55,14 +55,7 @@ fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
             .unwrap();
         store.close();
     }
-    let mut steps: Vec<Migration> = ALL
-        .iter()
-        .map(|m| Migration {
-            version: m.version,
-            name: m.name,
-            apply: m.apply,
-        })
-        .collect();
+    let mut steps = all_steps();
     steps.push(Migration {
         version: current_version() + 1,
         name: "copy last_seq (test)",
@@ -110,24 +103,59 @@ fn a_failing_migration_commits_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     Store::open(dir.path(), &options()).unwrap().close();
-    let steps = [
-        Migration {
-            version: 1,
-            name: ALL[0].name,
-            apply: ALL[0].apply,
-        },
-        Migration {
-            version: 2,
-            name: "fails",
-            apply: fails,
-        },
-    ];
+    let mut steps = all_steps();
+    steps.push(Migration {
+        version: current_version() + 1,
+        name: "fails",
+        apply: fails,
+    });
     assert!(Store::open_with(dir.path(), &options(), &steps).is_err());
     let store = Store::open(dir.path(), &options()).unwrap();
     assert_eq!(
         schema_version(&store),
-        1,
+        current_version(),
         "the failed step left the version alone"
     );
+    store.close();
+}
+
+fn all_steps() -> Vec<Migration> {
+    ALL.iter()
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            apply: m.apply,
+        })
+        .collect()
+}
+
+/// A store written at version 1 (before the grant tables) opens under this build: migration 2
+/// adds the grant tables and keeps what version 1 stored.
+#[test]
+fn a_version_1_store_gains_the_grant_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let lmdb = dir.path().join("lmdb");
+        std::fs::create_dir_all(&lmdb).unwrap();
+        let mut open = heed::EnvOpenOptions::new().read_txn_without_tls();
+        open.map_size(1 << 30).max_dbs(16);
+        // SAFETY: opened once here and closed before the store opens the same directory.
+        let env = unsafe { open.open(&lmdb).unwrap() };
+        assert_eq!(migrate(&env, &ALL[..1]).unwrap(), 1);
+        let mut txn = env.write_txn().unwrap();
+        let meta = env
+            .open_database::<Str, Bytes>(&txn, Some("meta"))
+            .unwrap()
+            .unwrap();
+        meta.put(&mut txn, meta_keys::LAST_SEQ, &7u64.to_be_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+        env.prepare_for_closing().wait();
+    }
+    let store = Store::open(dir.path(), &options()).unwrap();
+    assert_eq!(schema_version(&store), 2);
+    assert_eq!(store.last_seq().unwrap(), 7);
+    assert_eq!(store.grant("no-such-grant").unwrap(), None);
+    assert!(store.bearer_session(&[0; 32]).unwrap().is_none());
     store.close();
 }

@@ -13,7 +13,7 @@ use pubky_common::auth::{AuthToken, Error as TokenError};
 use pubky_common::crypto::random_bytes;
 use pubky_common::session::CookieSessionRecord;
 
-use super::tenant::{query_param, require_tenant, session_for};
+use super::tenant::{query_param, require_tenant, session_for, Credential};
 use super::AppState;
 use crate::config::SignupMode;
 use crate::error::{Error, Result};
@@ -111,14 +111,10 @@ fn session_response(
         .into_response())
 }
 
-/// `POST /signup[?signup_token=T]`: create the user named by the token, and a session.
-pub async fn signup(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Result<Response> {
-    let signup_token = query_param(&uri, "signup_token").filter(|t| !t.is_empty());
+/// The `signup_token` query parameter, if given, checked for shape first, before anything
+/// else of the signup is verified (as Pubky orders it).
+pub(super) fn signup_token_param(uri: &Uri) -> Result<Option<String>> {
+    let signup_token = query_param(uri, "signup_token").filter(|t| !t.is_empty());
     if let Some(token) = &signup_token {
         if !is_signup_token(token) {
             return Err(Error::bad_request(format!(
@@ -126,18 +122,36 @@ pub async fn signup(
             )));
         }
     }
+    Ok(signup_token)
+}
+
+/// The signup token a signup at `route` must consume under the server's signup mode: `token`
+/// mode requires one; `open` mode ignores one, as Pubky does.
+pub(super) fn signup_token_for_mode(
+    state: &AppState,
+    signup_token: Option<String>,
+    route: &str,
+) -> Result<Option<String>> {
+    match state.config.signup_mode {
+        SignupMode::Token if signup_token.is_none() => Err(Error::bad_request(format!(
+            "this server requires a signup token: POST {route}?signup_token=<token>"
+        ))),
+        SignupMode::Token => Ok(signup_token),
+        SignupMode::Open => Ok(None),
+    }
+}
+
+/// `POST /signup[?signup_token=T]`: create the user named by the token, and a session.
+pub async fn signup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response> {
+    let signup_token = signup_token_param(&uri)?;
     let (token, used) = verify_token(&body)?;
     let user = token.public_key().z32();
-    let signup_token = match state.config.signup_mode {
-        SignupMode::Token if signup_token.is_none() => {
-            return Err(Error::bad_request(
-                "this server requires a signup token: POST /signup?signup_token=<token>",
-            ))
-        }
-        SignupMode::Token => signup_token,
-        // Open signup ignores a token, as Pubky does.
-        SignupMode::Open => None,
-    };
+    let signup_token = signup_token_for_mode(&state, signup_token, "/signup")?;
     let (secret, record) = new_session(&token);
     state
         .writer
@@ -180,7 +194,12 @@ pub async fn get_session(
     uri: Uri,
 ) -> Result<Response> {
     let user = require_tenant(&headers, &uri)?;
-    let (_, record) = session_for(&state, &headers, &user)?;
+    let Credential::Cookie { record, .. } = session_for(&state, &headers, &user)?.credential else {
+        return Err(Error::Unauthorized(
+            "this request holds a grant session (a bearer): read it at GET /auth/grant/session"
+                .into(),
+        ));
+    };
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -199,7 +218,9 @@ pub async fn delete_session(
     uri: Uri,
 ) -> Result<Response> {
     let user = require_tenant(&headers, &uri)?;
-    if let Ok((secret, _)) = session_for(&state, &headers, &user) {
+    if let Ok(Credential::Cookie { secret, .. }) =
+        session_for(&state, &headers, &user).map(|session| session.credential)
+    {
         state
             .writer
             .submit(WriteOp::DeleteSession { secret })

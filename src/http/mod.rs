@@ -1,6 +1,8 @@
 //! The HTTP surface: one router, routes grouped by concern.
 //!
 //! - `auth`: signup and sessions (Pubky's cookie flow);
+//! - `grant`: signup and sessions by Pubky's grant flow (bearer tokens), with `jws` checking
+//!   its signed tokens;
 //! - `files`: `/pub/` reads, writes, deletes and listings;
 //! - `admin`: the separate, password-guarded admin listener;
 //! - `tenant`: who a request is about, and whether its session may write there.
@@ -8,6 +10,8 @@
 pub mod admin;
 pub mod auth;
 pub mod files;
+pub mod grant;
+pub mod jws;
 pub mod tenant;
 
 use std::sync::Arc;
@@ -39,6 +43,14 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(root))
+        .route("/info", get(info))
+        .route("/auth/grant/signup", post(grant::signup))
+        .route(
+            "/auth/grant/session",
+            post(grant::create_session)
+                .get(grant::get_session)
+                .delete(grant::delete_session),
+        )
         .route("/signup", post(auth::signup))
         .route(
             "/session",
@@ -76,6 +88,7 @@ fn cors() -> CorsLayer {
         ])
         .allow_headers([
             header::CONTENT_TYPE,
+            header::AUTHORIZATION,
             header::IF_NONE_MATCH,
             header::IF_MODIFIED_SINCE,
             header::HeaderName::from_static("last-event-id"),
@@ -92,6 +105,21 @@ async fn root(State(state): State<AppState>) -> impl axum::response::IntoRespons
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
         format!("{}\n", state.server_key),
+    )
+}
+
+/// `GET /info`: the optional protocol features this server has: none. The SDK then addresses
+/// storage the legacy way (`/pub/...` with `pubky-host`), which is what Hearth serves.
+async fn info() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        r#"{"features":[]}"#,
     )
 }
 

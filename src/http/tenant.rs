@@ -2,14 +2,18 @@
 //!
 //! The tenant is named like a Pubky homeserver names it: the `pubky-host` header, else the
 //! `?pubky-host=` query parameter, else a label of the `Host` header that parses as a public
-//! key. Sessions are cookies named by the user's z32 key whose value is the session secret.
+//! key. A session is proved by either credential: a grant-flow bearer (`Authorization:
+//! Bearer`, see `grant`), which wins, or a cookie named by the user's z32 key whose value is
+//! the session secret. Both come out as the same `Session`: a user and capabilities, so a
+//! write is checked one way whichever proved it.
 
 use axum::http::{header, HeaderMap, Uri};
-use pubky_common::capabilities::Action;
+use pubky_common::capabilities::{Action, Capability};
 use pubky_common::session::CookieSessionRecord;
 
-use super::AppState;
+use super::{grant, AppState};
 use crate::error::{Error, Result};
+use crate::storage::schema::GrantRecord;
 
 pub const PUBKY_HOST: &str = "pubky-host";
 
@@ -93,12 +97,38 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// The session the request holds for `user`: `(secret, record)`.
-pub fn session_for(
-    state: &AppState,
-    headers: &HeaderMap,
-    user: &str,
-) -> Result<(String, CookieSessionRecord)> {
+/// A proved session: who it acts for and what it may do.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The user, z32.
+    pub user: String,
+    pub capabilities: Vec<Capability>,
+    pub credential: Credential,
+}
+
+/// What proved the session.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The cookie flow: the cookie's secret and the record stored for it.
+    Cookie {
+        secret: String,
+        record: CookieSessionRecord,
+    },
+    /// The grant flow: the grant the bearer was minted from, and the bearer's expiry.
+    Bearer {
+        grant_id: String,
+        grant: GrantRecord,
+        token_expires_s: u64,
+    },
+}
+
+/// The session the request holds for `user`. A valid bearer wins (it may belong to another
+/// user: `authorize_write` tells them apart); an unknown or expired bearer is no session and
+/// the tenant's cookie is tried, as Pubky does.
+pub fn session_for(state: &AppState, headers: &HeaderMap, user: &str) -> Result<Session> {
+    if let Some(session) = grant::bearer_session(state, headers)? {
+        return Ok(session);
+    }
     let secret = cookie(headers, user)
         .ok_or_else(|| Error::Unauthorized(format!("no session for {user}: sign in first")))?;
     let record = state
@@ -111,7 +141,14 @@ pub fn session_for(
             record.public_key().z32()
         )));
     }
-    Ok((secret.to_string(), record))
+    Ok(Session {
+        user: user.to_string(),
+        capabilities: record.capabilities().to_vec(),
+        credential: Credential::Cookie {
+            secret: secret.to_string(),
+            record,
+        },
+    })
 }
 
 /// Allow a write to `path` of `user` only with a session of `user` whose capabilities include
@@ -122,8 +159,14 @@ pub fn authorize_write(
     user: &str,
     path: &str,
 ) -> Result<()> {
-    let (_, session) = session_for(state, headers, user)?;
-    let allowed = session.capabilities().iter().any(|cap| {
+    let session = session_for(state, headers, user)?;
+    if session.user != user {
+        return Err(Error::Forbidden(format!(
+            "this session belongs to {}, not to {user}: it cannot write there",
+            session.user
+        )));
+    }
+    let allowed = session.capabilities.iter().any(|cap| {
         let scope = cap.scope().as_str();
         let covers = if scope.ends_with('/') {
             path.starts_with(scope)

@@ -17,7 +17,8 @@ use pubky_common::session::CookieSessionRecord;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use schema::{
-    chunk_key, decode, file_key, file_key_prefix, meta_keys, FileMeta, Tables, UserRecord,
+    chunk_key, decode, file_key, file_key_prefix, meta_keys, BearerRecord, FileMeta, GrantRecord,
+    Tables, UserRecord,
 };
 
 /// How to open the store.
@@ -155,6 +156,32 @@ impl Store {
                 .map(Some)
                 .map_err(|err| Error::Corrupt(format!("session record: {err}"))),
         }
+    }
+
+    pub fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        let txn = self.env.read_txn()?;
+        self.tables
+            .grants
+            .get(&txn, grant_id)?
+            .map(decode)
+            .transpose()
+    }
+
+    /// The bearer whose BLAKE3 is `hash` and its grant, read from one snapshot. Whether they
+    /// are still good (unexpired, not revoked) is the caller's to judge.
+    pub fn bearer_session(&self, hash: &[u8; 32]) -> Result<Option<(BearerRecord, GrantRecord)>> {
+        let txn = self.env.read_txn()?;
+        let Some(bytes) = self.tables.bearer_sessions.get(&txn, hash)? else {
+            return Ok(None);
+        };
+        let bearer: BearerRecord = decode(bytes)?;
+        let grant: Option<GrantRecord> = self
+            .tables
+            .grants
+            .get(&txn, &bearer.grant_id)?
+            .map(decode)
+            .transpose()?;
+        Ok(grant.map(|grant| (bearer, grant)))
     }
 
     pub fn file(&self, user: &str, path: &str) -> Result<Option<FileMeta>> {

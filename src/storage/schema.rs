@@ -20,6 +20,9 @@ pub mod names {
     pub const FILES: &str = "files";
     pub const CHUNKS: &str = "chunks";
     pub const EVENTS: &str = "events";
+    pub const GRANTS: &str = "grants";
+    pub const BEARER_SESSIONS: &str = "bearer_sessions";
+    pub const POP_NONCES: &str = "pop_nonces";
 }
 
 /// Keys of the `meta` table.
@@ -55,6 +58,14 @@ pub struct Tables {
     pub chunks: Database<Bytes, Bytes>,
     /// sequence -> `Event`
     pub events: EventLog,
+    /// grant id (the grant's `jti`) -> `GrantRecord`
+    pub grants: Database<Str, Bytes>,
+    /// BLAKE3 of a bearer token -> `BearerRecord`. Only the hash is stored, so a copy of the
+    /// store yields no usable bearer.
+    pub bearer_sessions: Database<Bytes, Bytes>,
+    /// `<PoP iat, unix s BE><nonce>` -> the iat: spent PoP proofs, to refuse replays; ordered
+    /// by time so the expired ones are pruned from the front
+    pub pop_nonces: Database<Bytes, U64<BigEndian>>,
 }
 
 impl Tables {
@@ -77,6 +88,9 @@ impl Tables {
             files: open(env, rtxn, names::FILES)?,
             chunks: open(env, rtxn, names::CHUNKS)?,
             events: open(env, rtxn, names::EVENTS)?,
+            grants: open(env, rtxn, names::GRANTS)?,
+            bearer_sessions: open(env, rtxn, names::BEARER_SESSIONS)?,
+            pop_nonces: open(env, rtxn, names::POP_NONCES)?,
         })
     }
 }
@@ -173,6 +187,48 @@ pub struct SignupTokenRecord {
     pub used_by: Option<String>,
 }
 
+/// A grant: a user's signed permission for one client key (`cnf`) to act with `caps`.
+/// Stored on its first exchange; revoking it keeps the record, so the id cannot be reused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// The user (the grant's `iss`), z32.
+    pub user: String,
+    pub client_id: String,
+    /// Capabilities, each as `<scope>:<actions>`.
+    pub caps: Vec<String>,
+    /// The client key that must sign the proofs of possession, z32.
+    pub cnf: String,
+    /// Unix seconds, as signed.
+    pub iat: u64,
+    pub exp: u64,
+    /// Unix seconds of the first exchange.
+    pub created_s: u64,
+    pub revoked_s: Option<u64>,
+    /// The BLAKE3 of the grant's current bearer: each exchange replaces the previous one.
+    pub bearer: Option<[u8; 32]>,
+}
+
+impl GrantRecord {
+    /// Whether `other` is the same grant as signed (ignoring what the server added).
+    pub fn same_claims(&self, other: &GrantRecord) -> bool {
+        self.user == other.user
+            && self.client_id == other.client_id
+            && self.caps == other.caps
+            && self.cnf == other.cnf
+            && self.iat == other.iat
+            && self.exp == other.exp
+    }
+}
+
+/// A bearer token's session: which grant it stands for, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BearerRecord {
+    pub grant_id: String,
+    /// Unix seconds; at most an hour after minting, never past the grant's expiry.
+    pub expires_s: u64,
+    pub created_s: u64,
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|err| Error::Corrupt(err.to_string()))
 }
@@ -186,6 +242,10 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::content::Spooled;
 use super::schema::{
-    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, FileMeta,
-    SignupTokenRecord, Tables, UserRecord,
+    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, now_secs,
+    BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, Tables, UserRecord,
 };
 use super::{read_last_seq, Store};
 use crate::error::{Error, Result};
@@ -67,6 +67,46 @@ pub enum WriteOp {
     MintSignupToken {
         token: String,
     },
+    /// Create a user from a signup grant; spends the proof of possession and the signup token.
+    /// No grant is stored and no bearer minted: the client signs in next.
+    GrantSignup {
+        user: String,
+        pop: SpentPop,
+        signup_token: Option<String>,
+    },
+    /// Exchange a grant for a bearer: spend the proof, store the grant on its first exchange,
+    /// and replace the grant's previous bearer with this one.
+    GrantSession {
+        grant_id: String,
+        grant: GrantRecord,
+        pop: SpentPop,
+        /// The BLAKE3 of the new bearer token.
+        bearer: [u8; 32],
+        session: BearerRecord,
+    },
+    /// Revoke a grant and drop its bearer. Without a proof (signing out with the bearer) an
+    /// unknown grant is nothing to do; with one, the grant must exist and be the prover's.
+    RevokeGrant {
+        grant_id: String,
+        proof: Option<RevokeProof>,
+    },
+}
+
+/// A proof of possession being spent: its `iat` and nonce identify it, as a signature and
+/// timestamp identify an AuthToken. A replay carries both unchanged (they are signed).
+#[derive(Debug, Clone)]
+pub struct SpentPop {
+    /// Unix seconds, as signed.
+    pub iat: u64,
+    pub nonce: String,
+}
+
+/// Who asks to revoke a grant by proof: the grant's user and client key must match.
+#[derive(Debug, Clone)]
+pub struct RevokeProof {
+    pub pop: SpentPop,
+    pub user: String,
+    pub cnf: String,
 }
 
 /// An AuthToken being spent: its signature identifies it, its timestamp lets old entries expire.
@@ -329,27 +369,7 @@ fn apply(
             session,
         } => {
             spend_auth_token(t, txn, auth)?;
-            if t.users.get(txn, user)?.is_some() {
-                return Err(Error::Conflict(format!("user {user} already exists")));
-            }
-            if let Some(token) = signup_token {
-                let Some(bytes) = t.signup_tokens.get(txn, token)? else {
-                    return Err(Error::Unauthorized("unknown signup token".into()));
-                };
-                let mut record: SignupTokenRecord = decode(bytes)?;
-                if record.used_by.is_some() {
-                    return Err(Error::Unauthorized(
-                        "this signup token was already used".into(),
-                    ));
-                }
-                record.used_by = Some(user.clone());
-                t.signup_tokens.put(txn, token, &encode(&record)?)?;
-            }
-            let account = UserRecord {
-                created_ms: ts_ms,
-                used_bytes: 0,
-            };
-            t.users.put(txn, user, &encode(&account)?)?;
+            create_user(t, txn, user, signup_token.as_deref(), ts_ms)?;
             t.sessions.put(txn, session_secret, session)?;
             Ok(Applied::Done)
         }
@@ -380,7 +400,118 @@ fn apply(
             t.signup_tokens.put(txn, token, &encode(&record)?)?;
             Ok(Applied::Done)
         }
+        WriteOp::GrantSignup {
+            user,
+            pop,
+            signup_token,
+        } => {
+            spend_pop(t, txn, pop)?;
+            create_user(t, txn, user, signup_token.as_deref(), ts_ms)?;
+            Ok(Applied::Done)
+        }
+        WriteOp::GrantSession {
+            grant_id,
+            grant,
+            pop,
+            bearer,
+            session,
+        } => {
+            let stored: Option<GrantRecord> =
+                t.grants.get(txn, grant_id)?.map(decode).transpose()?;
+            if stored.as_ref().is_some_and(|g| g.revoked_s.is_some()) {
+                return Err(Error::Unauthorized("Grant has been revoked".into()));
+            }
+            spend_pop(t, txn, pop)?;
+            if t.users.get(txn, &grant.user)?.is_none() {
+                return Err(Error::NotFound(format!(
+                    "no user {} on this server; sign up first",
+                    grant.user
+                )));
+            }
+            let mut record = match stored {
+                None => grant.clone(),
+                Some(stored) if stored.same_claims(grant) => stored,
+                // A grant id names one grant: another grant reusing it must not take over the
+                // first one's bearer (nor the first one's user and capabilities).
+                Some(_) => {
+                    return Err(Error::Unauthorized(format!(
+                        "Invalid grant: the grant id {grant_id} already names another grant; \
+                         sign a grant with a fresh jti"
+                    )))
+                }
+            };
+            if let Some(previous) = record.bearer.take() {
+                t.bearer_sessions.delete(txn, &previous)?;
+            }
+            t.bearer_sessions.put(txn, bearer, &encode(session)?)?;
+            record.bearer = Some(*bearer);
+            t.grants.put(txn, grant_id, &encode(&record)?)?;
+            Ok(Applied::Done)
+        }
+        WriteOp::RevokeGrant { grant_id, proof } => {
+            if let Some(proof) = proof {
+                spend_pop(t, txn, &proof.pop)?;
+            }
+            let stored: Option<GrantRecord> =
+                t.grants.get(txn, grant_id)?.map(decode).transpose()?;
+            let mut record = match (stored, proof) {
+                (Some(record), None) => record,
+                (Some(record), Some(proof)) => {
+                    if record.user != proof.user || record.cnf != proof.cnf {
+                        return Err(Error::Forbidden(
+                            "Grant does not belong to authenticated user".into(),
+                        ));
+                    }
+                    record
+                }
+                (None, Some(_)) => {
+                    return Err(Error::NotFound(format!(
+                        "no grant {grant_id} on this server: it was never exchanged here"
+                    )))
+                }
+                (None, None) => return Ok(Applied::Done),
+            };
+            if let Some(bearer) = record.bearer.take() {
+                t.bearer_sessions.delete(txn, &bearer)?;
+            }
+            record.revoked_s.get_or_insert_with(now_secs);
+            t.grants.put(txn, grant_id, &encode(&record)?)?;
+            Ok(Applied::Done)
+        }
     }
+}
+
+/// Create an account, consuming the signup token when one is given (token signup mode).
+/// Shared by the cookie and grant signups, so both refuse and consume alike.
+fn create_user(
+    t: &Tables,
+    txn: &mut RwTxn,
+    user: &str,
+    signup_token: Option<&str>,
+    ts_ms: u64,
+) -> Result<()> {
+    if t.users.get(txn, user)?.is_some() {
+        return Err(Error::Conflict(format!("user {user} already exists")));
+    }
+    if let Some(token) = signup_token {
+        let Some(bytes) = t.signup_tokens.get(txn, token)? else {
+            return Err(Error::Unauthorized("unknown signup token".into()));
+        };
+        let mut record: SignupTokenRecord = decode(bytes)?;
+        if record.used_by.is_some() {
+            return Err(Error::Unauthorized(
+                "this signup token was already used".into(),
+            ));
+        }
+        record.used_by = Some(user.to_string());
+        t.signup_tokens.put(txn, token, &encode(&record)?)?;
+    }
+    let account = UserRecord {
+        created_ms: ts_ms,
+        used_bytes: 0,
+    };
+    t.users.put(txn, user, &encode(&account)?)?;
+    Ok(())
 }
 
 /// How long a spent AuthToken is remembered: twice the ±3 minute window AuthToken::verify
@@ -406,6 +537,31 @@ fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()>
     );
     t.used_auth_tokens.delete_range(txn, &expired)?;
     t.used_auth_tokens.put(txn, &key, &auth.timestamp_us)?;
+    Ok(())
+}
+
+/// How long a spent PoP is remembered: twice the ±3 minute window a proof's `iat` must fall
+/// in, so any proof old enough to be forgotten is refused as out of window anyway.
+pub const SPENT_POP_MEMORY_SECS: u64 = 2 * 180;
+
+/// Refuse a proof seen before, remember this one, and forget those past the window. Keys are
+/// `<iat BE><nonce>`, so forgetting is one range delete from the front.
+fn spend_pop(t: &Tables, txn: &mut RwTxn, pop: &SpentPop) -> Result<()> {
+    let mut key = Vec::with_capacity(8 + pop.nonce.len());
+    key.extend_from_slice(&pop.iat.to_be_bytes());
+    key.extend_from_slice(pop.nonce.as_bytes());
+    if t.pop_nonces.get(txn, &key)?.is_some() {
+        return Err(Error::Unauthorized("PoP nonce already used".into()));
+    }
+    let horizon = now_secs()
+        .saturating_sub(SPENT_POP_MEMORY_SECS)
+        .to_be_bytes();
+    let expired: (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>) = (
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Excluded(&horizon[..]),
+    );
+    t.pop_nonces.delete_range(txn, &expired)?;
+    t.pop_nonces.put(txn, &key, &pop.iat)?;
     Ok(())
 }
 

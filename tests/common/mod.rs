@@ -11,6 +11,8 @@ use pubky_common::crypto::Keypair;
 use reqwest::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
 use reqwest::{Method, Response, StatusCode};
 
+pub const ADMIN_PASSWORD: &str = "hunter2";
+
 pub struct TestServer {
     pub server: Server,
     pub dir: tempfile::TempDir,
@@ -56,6 +58,37 @@ impl TestServer {
             config,
             http,
         }
+    }
+
+    /// A server in `token` signup mode, with its admin listener on.
+    pub async fn start_token_mode() -> TestServer {
+        Self::start_with(|c| {
+            c.signup_mode = hearth::config::SignupMode::Token;
+            c.admin_listen = Some("127.0.0.1:0".parse().expect("address"));
+            c.admin_password = Some(ADMIN_PASSWORD.into());
+        })
+        .await
+    }
+
+    /// The admin listener's base URL.
+    pub fn admin_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.server.admin_addr().expect("an admin listener")
+        )
+    }
+
+    /// Mint a signup token on the admin listener.
+    pub async fn mint_signup_token(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/generate_signup_token", self.admin_url()))
+            .header("x-admin-password", ADMIN_PASSWORD)
+            .send()
+            .await
+            .expect("mint request");
+        assert_eq!(response.status(), StatusCode::OK, "minting a signup token");
+        response.text().await.expect("token body")
     }
 
     pub fn url(&self, path: &str) -> String {
