@@ -3,8 +3,9 @@
 //!
 //! Appends are measured per commit of a batch of 1, 16 or 256 PUTs (each a file, a user
 //! record, a content chunk and an event), durable (fsync) and not. To make the writer form a
-//! batch of exactly that size, each round first submits a heavy "pilot" PUT and, once the
-//! writer is busy committing it, submits the batch: everything queued while the writer is busy
+//! batch of exactly that size, each round first submits a "pilot" PUT (durable: its fsync keeps
+//! the writer busy; without fsync: 4 MiB of chunks do) and, once the writer is busy committing
+//! it, submits the batch: everything queued while the writer is busy
 //! goes into its next commit. The clock runs from the pilot's answer to the batch's last
 //! answer, which is one group commit. The sizes the writer really formed are counted through
 //! its commit listener and printed, so a split batch would show.
@@ -20,8 +21,11 @@ use hearth::storage::content::Spooled;
 use hearth::storage::writer::{UsedToken, WriteOp, Writer, WriterThread};
 use hearth::storage::{Store, StoreOptions};
 
-/// How big the pilot is: enough chunks to keep the writer busy while the batch queues.
-const PILOT_SIZE: usize = 4 << 20;
+/// How big the pilot is without fsync: enough chunks to keep the writer busy for a few
+/// milliseconds while the batch queues. A durable pilot's fsync is enough on its own, and a
+/// big one would leave the disk busy flushing into the measured commit.
+const NOSYNC_PILOT_SIZE: usize = 4 << 20;
+const DURABLE_PILOT_SIZE: usize = 256;
 
 struct Bench {
     _dir: tempfile::TempDir,
@@ -29,6 +33,9 @@ struct Bench {
     writer: Writer,
     thread: WriterThread,
     user: String,
+    pilot_size: usize,
+    /// How long to let the writer take the pilot alone: shorter than the pilot's commit.
+    pilot_lead: Duration,
     batches: Arc<Mutex<Vec<usize>>>,
     runtime: tokio::runtime::Runtime,
 }
@@ -71,6 +78,12 @@ impl Bench {
             writer,
             thread,
             user,
+            pilot_size: if sync {
+                DURABLE_PILOT_SIZE
+            } else {
+                NOSYNC_PILOT_SIZE
+            },
+            pilot_lead: Duration::from_micros(if sync { 80 } else { 300 }),
             batches,
             runtime,
         }
@@ -93,7 +106,7 @@ impl Bench {
     fn round(&self, round: u64, batch: usize) -> Duration {
         let pilot = self.put(
             "/pub/bench/pilot".into(),
-            Bytes::from(vec![1u8; PILOT_SIZE]),
+            Bytes::from(vec![1u8; self.pilot_size]),
         );
         let ops: Vec<WriteOp> = (0..batch)
             .map(|i| {
@@ -112,7 +125,7 @@ impl Bench {
             // Let the pilot task send its job, then give the writer time to take it alone and
             // start on it (blocking this thread on purpose: nothing else may be sent meanwhile).
             tokio::task::yield_now().await;
-            std::thread::sleep(Duration::from_micros(300));
+            std::thread::sleep(self.pilot_lead);
             let answers =
                 futures_util::future::join_all(ops.into_iter().map(|op| self.writer.submit(op)))
                     .await;
