@@ -3,7 +3,8 @@
 //! - `storage`: the LMDB store, its migrations, and the single group-committing writer;
 //! - `events`: committed changes, their ids, and the firehose's subscription tables and fan-out;
 //! - `http`: the HTTP surface, routes grouped by concern;
-//! - `config`, `server`: how a server is configured, started and stopped.
+//! - `config`, `server`: how a server is configured, started and stopped;
+//! - `load`: the load generator behind `hearth load`, which measures a server over HTTP.
 
 pub mod cli;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod identity;
+pub mod load;
 pub mod path;
 pub mod server;
 pub mod storage;
