@@ -276,23 +276,14 @@ impl Store {
         &self,
         after: u64,
         max: usize,
-        mut visit: impl FnMut(Event) -> bool,
+        visit: impl FnMut(Event) -> bool,
     ) -> Result<Option<u64>> {
         let txn = self.env.read_txn()?;
         let Some(start) = after.checked_add(1) else {
             return Ok(None);
         };
-        let mut last = None;
-        for entry in self.tables.events.range(&txn, &(start..))?.take(max) {
-            let (seq, bytes) = entry?;
-            let mut event: Event = decode(bytes)?;
-            event.seq = seq;
-            last = Some(seq);
-            if !visit(event) {
-                break;
-            }
-        }
-        Ok(last)
+        let visited = visit_events(self.tables.events.range(&txn, &(start..))?.take(max), visit);
+        visited
     }
 
     /// Events after `after`, newest first, at most `max`: for reverse reads.
@@ -300,21 +291,34 @@ impl Store {
         &self,
         before: u64,
         max: usize,
-        mut visit: impl FnMut(Event) -> bool,
+        visit: impl FnMut(Event) -> bool,
     ) -> Result<Option<u64>> {
         let txn = self.env.read_txn()?;
-        let mut last = None;
-        for entry in self.tables.events.rev_range(&txn, &(..before))?.take(max) {
-            let (seq, bytes) = entry?;
-            let mut event: Event = decode(bytes)?;
-            event.seq = seq;
-            last = Some(seq);
-            if !visit(event) {
-                break;
-            }
-        }
-        Ok(last)
+        let visited = visit_events(
+            self.tables.events.rev_range(&txn, &(..before))?.take(max),
+            visit,
+        );
+        visited
     }
+}
+
+/// Decode events from a log iterator (either direction) and hand them to `visit` until it
+/// returns false. Returns the last sequence visited.
+fn visit_events<'t>(
+    entries: impl Iterator<Item = heed::Result<(u64, &'t [u8])>>,
+    mut visit: impl FnMut(Event) -> bool,
+) -> Result<Option<u64>> {
+    let mut last = None;
+    for entry in entries {
+        let (seq, bytes) = entry?;
+        let mut event: Event = decode(bytes)?;
+        event.seq = seq;
+        last = Some(seq);
+        if !visit(event) {
+            break;
+        }
+    }
+    Ok(last)
 }
 
 type KeyValue<'t> = (&'t [u8], &'t [u8]);
