@@ -1,6 +1,6 @@
 //! Starting and stopping a server.
 //!
-//! `Server::start` opens the store, starts the writer, binds the
+//! `Server::start` locks the data directory, opens the store, starts the writer, binds the
 //! listeners and serves until `shutdown` is called; `stopped` then waits for in-flight requests
 //! to finish (at most the shutdown grace), the writer to drain, and LMDB to close. The binary
 //! and the tests use exactly this path.
@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::datadir::DataDirLock;
 use crate::error::{Error, Result};
 use crate::events::hub::{Hub, DEFAULT_MAILBOX};
 use crate::http::serve::{self, Listener};
@@ -37,6 +38,8 @@ impl Server {
     /// Open the store in `config.data_dir`, bind, and start serving.
     pub async fn start(config: Config) -> Result<Server> {
         config.validate()?;
+        // Before anything in the directory is touched: one server per data directory.
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let keypair = identity::load_or_create(&config.data_dir)?;
         let public_key = keypair.public_key().z32();
         let options = StoreOptions {
@@ -149,6 +152,7 @@ impl Server {
             })
             .await
             .map_err(|err| Error::Corrupt(format!("closing the store panicked: {err}")))?;
+            drop(lock);
             Ok(())
         });
 

@@ -160,3 +160,25 @@ async fn tls_listener_serves_the_router_under_the_server_key() {
     ts.server.shutdown();
     ts.server.stopped().await.expect("stops");
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let ts = TestServer::start().await;
+    let second = hearth::server::Server::start(ts.config.clone()).await;
+    let err = second
+        .err()
+        .expect("a second server on the same directory must not start")
+        .to_string();
+    assert!(
+        err.contains("in use") && err.contains(&format!("pid {}", std::process::id())),
+        "the refusal names the holder: {err}"
+    );
+    // The first one is unharmed, and the directory is free again once it stops.
+    let response = reqwest::get(ts.url("/")).await.expect("GET /");
+    assert_eq!(response.status(), 200);
+    let ts = ts.restart().await;
+    assert_eq!(
+        reqwest::get(ts.url("/")).await.expect("GET /").status(),
+        200
+    );
+}
