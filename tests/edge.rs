@@ -486,3 +486,300 @@ async fn early_refusals_keep_a_keep_alive_connection_honest() {
     raw.send(get_root).await;
     assert_eq!(raw.response().await.expect("answered").status, 200);
 }
+
+/// The real `hearth` binary, serving a data directory on an ephemeral port; killed if a test
+/// fails before it stops it.
+struct Binary {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Binary {
+    /// Start `hearth serve` with `args`; `open_files` sets its soft and hard open-file limits.
+    fn start(dir: &std::path::Path, args: &[&str], open_files: Option<u64>) -> Binary {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"));
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "hearth=warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(limit) = open_files {
+            // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("hearth starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("hearth prints its address")
+                .expect("stdout");
+            if let Some(url) = line.strip_prefix("hearth listening on http://") {
+                break url.trim().parse().expect("an address");
+            }
+        };
+        // Keep reading, so that the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Binary { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn terminate(&self) {
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+
+    /// Wait for the process to exit, at most `within`.
+    fn exited_within(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sign a new user up on a server by URL.
+async fn signup_at(base: &str) -> common::User {
+    let keypair = pubky_common::crypto::Keypair::random();
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{base}/signup"))
+        .body(common::sign_token(&keypair, "/pub/:rw"))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(response.status(), 200, "signup");
+    common::User {
+        z32: keypair.public_key().z32(),
+        cookie: common::session_cookie(response.headers()),
+        keypair,
+        base: base.to_string(),
+        http,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_the_grace_and_keeps_every_acknowledged_write() {
+    const GRACE: u64 = 2;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let grace = GRACE.to_string();
+    let args = [
+        "--shutdown-grace-secs",
+        grace.as_str(),
+        // Long deadlines: only the stop may end the stalled clients below.
+        "--head-timeout-secs",
+        "60",
+        "--idle-timeout-secs",
+        "60",
+        "--body-stall-secs",
+        "60",
+    ];
+    let mut server = Binary::start(dir.path(), &args, None);
+    let user = signup_at(&server.url("")).await;
+
+    // Writers that keep going through the stop, remembering every 201.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let user = user.clone();
+        let acknowledged = Arc::clone(&acknowledged);
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let path = format!("/pub/w{w}/{i}");
+                let sent = user
+                    .request(reqwest::Method::PUT, &path)
+                    .body(format!("{w}-{i}"))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 201 => {
+                        acknowledged.lock().expect("lock").push(path)
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Stalled clients: half a head, a PUT that declared 1 MiB and sent 100 KiB, an idle
+    // keep-alive connection, an idle event stream.
+    let mut half_head = Raw::connect(server.addr).await;
+    half_head.send(b"GET / HTTP/1.1\r\nHo").await;
+    let mut partial_put = Raw::connect(server.addr).await;
+    let head = format!(
+        "PUT /pub/partial.bin HTTP/1.1\r\nHost: x\r\npubky-host: {}\r\nCookie: {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        user.z32,
+        user.cookie.as_deref().expect("a session"),
+        1 << 20
+    );
+    partial_put.send(head.as_bytes()).await;
+    partial_put.send(&vec![b'p'; 100 << 10]).await;
+    let mut idle = Raw::connect(server.addr).await;
+    idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(idle.response().await.expect("answered").status, 200);
+    let mut stream = Raw::connect(server.addr).await;
+    stream
+        .send(b"GET /firehose HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+
+    while acknowledged.lock().expect("lock").len() < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.terminate();
+    let status = tokio::task::block_in_place(|| {
+        server.exited_within(std::time::Duration::from_secs(GRACE + 8))
+    })
+    .expect("the server exits within the grace and a margin");
+    assert!(status.success(), "a clean exit: {status:?}");
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    for client in [&mut half_head, &mut partial_put, &mut idle, &mut stream] {
+        assert!(client.closed_within(GENEROUS).await, "closed by the stop");
+    }
+
+    // Every acknowledged write is there after a restart; the cut-off PUT is not.
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let server = Binary::start(dir.path(), &args, None);
+    let user = common::User {
+        base: server.url(""),
+        ..user
+    };
+    for path in &acknowledged {
+        let response = user.get(path).await;
+        assert_eq!(response.status(), 200, "{path} was acknowledged");
+        let (w, i) = path["/pub/w".len()..].split_once('/').expect("w/i");
+        assert_eq!(response.text().await.expect("body"), format!("{w}-{i}"));
+    }
+    assert_eq!(user.get("/pub/partial.bin").await.status(), 404);
+}
+
+/// Connections held open without a word, returning how many of them the server refused
+/// (answered 503 and closed) within a moment.
+async fn hold_silent(addr: std::net::SocketAddr, count: usize) -> (Vec<Raw>, usize) {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        held.push(Raw::connect(addr).await);
+    }
+    // Refusals are written at accept: by now they wait in the socket buffers.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut refused = 0;
+    for raw in &mut held {
+        let mut answer = [0u8; 64];
+        if let Ok(n) = raw.stream.try_read(&mut answer) {
+            if n > 0 {
+                assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+                refused += 1;
+            }
+        }
+    }
+    (held, refused)
+}
+
+/// GET / until it is a 200, for at most `GENEROUS`; the statuses seen on the way.
+async fn get_until_ok(url: &str) -> Vec<u16> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + GENEROUS;
+    while tokio::time::Instant::now() < deadline {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        match tokio::time::timeout(std::time::Duration::from_secs(2), client.get(url).send()).await
+        {
+            Ok(Ok(response)) => {
+                seen.push(response.status().as_u16());
+                if response.status() == 200 {
+                    return seen;
+                }
+            }
+            Ok(Err(_)) => seen.push(0),
+            Err(_) => seen.push(1),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limit_clients_are_refused_at_once_and_served_once_slots_free() {
+    // 96 descriptors: by default 64 connections, the rest in reserve.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Binary::start(dir.path(), &["--head-timeout-secs", "2"], Some(96));
+    let (held, refused) = hold_silent(server.addr, 90).await;
+    assert!(
+        refused >= 20,
+        "only {refused} of 90 over the limit were refused at once"
+    );
+    // A new client meanwhile is answered at once, not left waiting in the backlog.
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        reqwest::get(server.url("/")),
+    )
+    .await
+    .expect("an answer while the server is full")
+    .expect("a response");
+    assert_eq!(answer.status(), 503);
+    assert!(answer
+        .text()
+        .await
+        .expect("body")
+        .contains("connection limit"));
+    // The silent ones hit the head deadline; then new clients are served.
+    let seen = get_until_ok(&server.url("/")).await;
+    assert_eq!(seen.last(), Some(&200), "statuses seen: {seen:?}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_neither_spins_nor_stalls_the_accept_loop() {
+    // A connection limit above the descriptor limit: accept itself fails with EMFILE.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Binary::start(
+        dir.path(),
+        &["--head-timeout-secs", "2", "--max-connections", "1000"],
+        Some(96),
+    );
+    let (held, refused) = hold_silent(server.addr, 120).await;
+    assert!(refused > 0, "connections past the descriptors are refused");
+    let seen = get_until_ok(&server.url("/")).await;
+    assert_eq!(seen.last(), Some(&200), "statuses seen: {seen:?}");
+    drop(held);
+    // And it goes on serving.
+    let user = signup_at(&server.url("")).await;
+    assert_eq!(user.put("/pub/after.txt", "ok").await.status(), 201);
+}
