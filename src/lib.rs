@@ -3,7 +3,8 @@
 //! - `storage`: the LMDB store, its migrations, and the single group-committing writer;
 //! - `events`: committed changes, their ids, and the firehose's subscription tables and fan-out;
 //! - `http`: the HTTP surface, routes grouped by concern;
-//! - `config`, `server`: how a server is configured, started and stopped;
+//! - `config`, `server`, `datadir`: how a server is configured, started and stopped, and the
+//!   lock that keeps one server per data directory;
 //! - `load`: the load generator behind `hearth load`, which measures a server over HTTP.
 
 pub mod cli;

@@ -783,3 +783,39 @@ async fn running_out_of_descriptors_neither_spins_nor_stalls_the_accept_loop() {
     let user = signup_at(&server.url("")).await;
     assert_eq!(user.put("/pub/after.txt", "ok").await.status(), 201);
 }
+
+/// Event streams are written off hyper: a finished stream leaves the connection usable for
+/// the next request, a refused one closes it, and both are well-formed HTTP/1.1.
+#[tokio::test]
+async fn a_finished_event_stream_keeps_the_connection_a_refused_one_closes_it() {
+    let ts = TestServer::start().await;
+    let user = ts.signup().await;
+    for i in 0..3 {
+        assert_eq!(user.put(&format!("/pub/s/{i}"), "x").await.status(), 201);
+    }
+    let mut raw = Raw::connect(ts.server.addr()).await;
+    raw.send(b"GET /firehose?lastSeq=0000000000000&live=false HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let stream = raw.response().await.expect("a whole stream");
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    assert!(!stream.closes());
+    let text = String::from_utf8_lossy(&stream.body).into_owned();
+    assert_eq!(text.matches("event: PUT").count(), 3, "{text}");
+    raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let next = raw.response().await.expect("the next request is answered");
+    assert_eq!(next.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&next.body).trim(),
+        ts.server.public_key()
+    );
+
+    let mut raw = Raw::connect(ts.server.addr()).await;
+    raw.send(b"GET /events-stream?user=nobody HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let refused = raw.response().await.expect("an answer");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.closes());
+    assert!(!refused.body.is_empty(), "the refusal says why");
+    assert!(raw.closed_within(GENEROUS).await);
+}

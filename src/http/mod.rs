@@ -7,6 +7,8 @@
 //! - `firehose`: the native event stream, `GET /firehose`;
 //! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
 //! - `admin`: the separate, password-guarded admin listener;
+//! - `serve`: the connection layer under all of them (accept loops, TLS, deadlines, the
+//!   connection limit, a bounded stop, event streams written off hyper);
 //! - `tenant`: who a request is about, and whether its session may write there.
 
 pub mod admin;

@@ -262,6 +262,8 @@ where
             Head::Closed => return,
             Head::Other => return Box::pin(serve_hyper(shared, io, Bytes::from(buf))).await,
             Head::Stream(request, keep_alive) => {
+                // The head was all there was: nothing of it is kept while the stream runs.
+                drop(std::mem::take(&mut buf));
                 let leftover = Box::pin(serve_stream(shared, &mut io, request, keep_alive)).await;
                 match leftover {
                     Some(leftover) if !*shutdown.borrow() => buf = leftover,
@@ -348,22 +350,22 @@ enum Parsed {
 fn parse_head(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut head = httparse::Request::new(&mut headers);
-    let complete = match head.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len == buf.len(),
-        Ok(httparse::Status::Partial) => false,
+    let length = match head.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => Some(length),
+        Ok(httparse::Status::Partial) => None,
         Err(_) => return Parsed::Other,
     };
+    // The request line decides as soon as it is whole.
     match (head.method, head.path) {
         (Some(method), Some(path)) if !is_stream(method, path) => return Parsed::Other,
-        (Some(_), Some(_)) if complete => {}
-        // Bytes after the head: a body or a pipelined request; hyper knows what to do.
-        (Some(_), Some(_))
-            if head.version.is_some()
-                && !matches!(head.parse(buf), Ok(httparse::Status::Partial)) =>
-        {
-            return Parsed::Other
-        }
+        (Some(_), Some(_)) => {}
         _ => return Parsed::Partial,
+    }
+    match length {
+        None => return Parsed::Partial,
+        // Bytes after the head (a body, a pipelined request): hyper's to sort out.
+        Some(length) if length != buf.len() => return Parsed::Other,
+        Some(_) => {}
     }
     let version = match head.version {
         Some(1) => Version::HTTP_11,
