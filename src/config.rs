@@ -299,6 +299,42 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings_from_the_file_and_flags() {
+        let config: Config = toml::from_str(
+            "tls_listen = \"127.0.0.1:7443\"\nhead_timeout_secs = 3\nidle_timeout_secs = 4\n\
+             body_stall_secs = 5\nshutdown_grace_secs = 0\nmax_connections = 100\n",
+        )
+        .unwrap();
+        assert_eq!(config.tls_listen, Some("127.0.0.1:7443".parse().unwrap()));
+        let limits = config.connection_limits();
+        assert_eq!(
+            (limits.head, limits.idle, limits.body_stall, limits.grace),
+            (
+                Duration::from_secs(3),
+                Duration::from_secs(4),
+                Duration::from_secs(5),
+                Duration::ZERO
+            )
+        );
+        assert_eq!(config.max_connections, Some(100));
+        assert!(Config {
+            head_timeout_secs: 0,
+            ..Config::default()
+        }
+        .validate()
+        .is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hearth.toml");
+        std::fs::write(&file, "shutdown_grace_secs = 9\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            shutdown_grace_secs: Some(1),
+            ..ServeArgs::default()
+        };
+        assert_eq!(Config::load(&args).unwrap().shutdown_grace_secs, 1);
+    }
+
+    #[test]
     fn unknown_keys_and_passwordless_admin_are_refused() {
         assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
         let config = Config {

@@ -309,6 +309,19 @@ impl Raw {
     }
 }
 
+/// The head of a raw PUT of `length` bytes to `path` for `user`, with their session or not.
+fn put_head(user: &common::User, path: &str, length: usize, session: bool) -> Vec<u8> {
+    let mut head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\npubky-host: {}\r\nContent-Length: {length}\r\n",
+        user.z32
+    );
+    if let (true, Some(cookie)) = (session, &user.cookie) {
+        head.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
 const GENEROUS: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn short_deadlines() -> TestServer {
@@ -396,14 +409,8 @@ async fn a_stalled_body_is_a_408_and_leaves_no_spool_file() {
     let ts = short_deadlines().await;
     let user = ts.signup().await;
     let mut put = Raw::connect(ts.server.addr()).await;
-    let head = format!(
-        "PUT /pub/stalled.bin HTTP/1.1\r\nHost: x\r\npubky-host: {}\r\nCookie: {}\r\n\
-         Content-Length: {}\r\n\r\n",
-        user.z32,
-        user.cookie.as_deref().expect("a session"),
-        4 << 20
-    );
-    put.send(head.as_bytes()).await;
+    put.send(&put_head(&user, "/pub/stalled.bin", 4 << 20, true))
+        .await;
     // Past the in-memory limit, so that the body is spooled to a file; then silence.
     put.send(&vec![b'x'; 2 << 20]).await;
     let spool = ts.dir.path().join("tmp");
@@ -430,23 +437,11 @@ async fn early_refusals_keep_a_keep_alive_connection_honest() {
     })
     .await;
     let user = ts.signup().await;
-    let cookie = user.cookie.clone().expect("a session");
     let mut raw = Raw::connect(ts.server.addr()).await;
-    let put = |path: &str, length: usize, cookie: Option<&str>| {
-        let mut head = format!(
-            "PUT {path} HTTP/1.1\r\nHost: x\r\npubky-host: {}\r\nContent-Length: {length}\r\n",
-            user.z32
-        );
-        if let Some(cookie) = cookie {
-            head.push_str(&format!("Cookie: {cookie}\r\n"));
-        }
-        head.push_str("\r\n");
-        head.into_bytes()
-    };
     let get_root = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
     // 401 before the body is read, with a small body: drained, the connection kept.
-    raw.send(&put("/pub/a.txt", 600, None)).await;
+    raw.send(&put_head(&user, "/pub/a.txt", 600, false)).await;
     raw.send(&[b'a'; 600]).await;
     let refused = raw.response().await.expect("an answer");
     assert_eq!(refused.status, 401);
@@ -455,7 +450,7 @@ async fn early_refusals_keep_a_keep_alive_connection_honest() {
     assert_eq!(next.status, 200);
 
     // 413 from the declared length (small enough to drain): same.
-    raw.send(&put("/pub/b.txt", 5000, Some(&cookie))).await;
+    raw.send(&put_head(&user, "/pub/b.txt", 5000, true)).await;
     raw.send(&[b'b'; 5000]).await;
     let refused = raw.response().await.expect("an answer");
     assert_eq!(refused.status, 413);
@@ -463,23 +458,19 @@ async fn early_refusals_keep_a_keep_alive_connection_honest() {
     assert_eq!(raw.response().await.expect("answered").status, 200);
 
     // A refusal whose body is too large to drain says so: Connection: close.
-    raw.send(&put("/pub/c.txt", 10 << 20, Some(&cookie))).await;
+    raw.send(&put_head(&user, "/pub/c.txt", 10 << 20, true))
+        .await;
     let refused = raw.response().await.expect("an answer");
     assert_eq!(refused.status, 413);
     assert!(refused.closes(), "{refused:?}");
 
     // 507 over quota, declared length, drained when small.
     let mut raw = Raw::connect(ts.server.addr()).await;
-    let mut head = format!(
-        "PUT /pub/d.txt HTTP/1.1\r\nHost: x\r\npubky-host: {}\r\nCookie: {cookie}\r\n",
-        user.z32
-    );
-    head.push_str("Content-Length: 900\r\n\r\n");
     for i in 0..55 {
         let response = user.put(&format!("/pub/fill/{i}"), vec![b'f'; 900]).await;
         assert_eq!(response.status(), 201);
     }
-    raw.send(head.as_bytes()).await;
+    raw.send(&put_head(&user, "/pub/d.txt", 900, true)).await;
     raw.send(&[b'd'; 900]).await;
     let refused = raw.response().await.expect("an answer");
     assert_eq!(refused.status, 507, "{refused:?}");
@@ -639,14 +630,9 @@ async fn sigterm_stops_within_the_grace_and_keeps_every_acknowledged_write() {
     let mut half_head = Raw::connect(server.addr).await;
     half_head.send(b"GET / HTTP/1.1\r\nHo").await;
     let mut partial_put = Raw::connect(server.addr).await;
-    let head = format!(
-        "PUT /pub/partial.bin HTTP/1.1\r\nHost: x\r\npubky-host: {}\r\nCookie: {}\r\n\
-         Content-Length: {}\r\n\r\n",
-        user.z32,
-        user.cookie.as_deref().expect("a session"),
-        1 << 20
-    );
-    partial_put.send(head.as_bytes()).await;
+    partial_put
+        .send(&put_head(&user, "/pub/partial.bin", 1 << 20, true))
+        .await;
     partial_put.send(&vec![b'p'; 100 << 10]).await;
     let mut idle = Raw::connect(server.addr).await;
     idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -695,8 +681,8 @@ async fn hold_silent(addr: std::net::SocketAddr, count: usize) -> (Vec<Raw>, usi
     for _ in 0..count {
         held.push(Raw::connect(addr).await);
     }
-    // Refusals are written at accept: by now they wait in the socket buffers.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A refusal waits up to a second for the request; by now it waits in the socket buffer.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let mut refused = 0;
     for raw in &mut held {
         let mut answer = [0u8; 64];
@@ -737,13 +723,13 @@ async fn get_until_ok(url: &str) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_limit_clients_are_refused_at_once_and_served_once_slots_free() {
-    // 96 descriptors: by default 64 connections, the rest in reserve.
+    // 256 descriptors: by default 128 connections, the rest in reserve.
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Binary::start(dir.path(), &["--head-timeout-secs", "2"], Some(96));
-    let (held, refused) = hold_silent(server.addr, 90).await;
+    let server = Binary::start(dir.path(), &["--head-timeout-secs", "4"], Some(256));
+    let (held, refused) = hold_silent(server.addr, 160).await;
     assert!(
         refused >= 20,
-        "only {refused} of 90 over the limit were refused at once"
+        "only {refused} of 160 over the limit were refused at once"
     );
     // A new client meanwhile is answered at once, not left waiting in the backlog.
     let answer = tokio::time::timeout(
@@ -771,10 +757,10 @@ async fn running_out_of_descriptors_neither_spins_nor_stalls_the_accept_loop() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Binary::start(
         dir.path(),
-        &["--head-timeout-secs", "2", "--max-connections", "1000"],
-        Some(96),
+        &["--head-timeout-secs", "4", "--max-connections", "1000"],
+        Some(256),
     );
-    let (held, refused) = hold_silent(server.addr, 120).await;
+    let (held, refused) = hold_silent(server.addr, 300).await;
     assert!(refused > 0, "connections past the descriptors are refused");
     let seen = get_until_ok(&server.url("/")).await;
     assert_eq!(seen.last(), Some(&200), "statuses seen: {seen:?}");

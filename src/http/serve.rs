@@ -81,6 +81,9 @@ const BATCH_BYTES: usize = 64 << 10;
 const BATCH_FRAMES: usize = 256;
 /// Bytes a client may send ahead while its event stream runs (its next request).
 const MAX_PIPELINED: usize = 16 << 10;
+/// Refusals waiting for their request at once, and how long each waits.
+const REFUSALS: usize = 64;
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 /// After `accept` fails for want of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -123,6 +126,8 @@ pub async fn serve(listener: Listener, limits: Limits, shutdown: watch::Receiver
         http,
     });
     let mut reserve = Reserve::open();
+    let mut starved = false;
+    let refusals = Arc::new(Semaphore::new(REFUSALS));
     let mut connections = JoinSet::new();
     let stopping = signalled(shutdown);
     tokio::pin!(stopping);
@@ -132,14 +137,22 @@ pub async fn serve(listener: Listener, limits: Limits, shutdown: watch::Receiver
             () = &mut stopping => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = tcp.accept() => match accepted {
-                Ok((socket, _peer)) => match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => {
-                        connections.spawn(connection(Arc::clone(&shared), socket, permit));
+                Ok((socket, _peer)) => {
+                    if std::mem::take(&mut starved) {
+                        tracing::info!(listener = name, "accept: descriptors are available again");
                     }
-                    Err(_) => refuse(socket, shared.tls.is_some()),
-                },
+                    match Arc::clone(&slots).try_acquire_owned() {
+                        Ok(permit) => {
+                            connections.spawn(connection(Arc::clone(&shared), socket, permit));
+                        }
+                        Err(_) => refuse(socket, shared.tls.is_some(), &refusals),
+                    }
+                }
                 Err(err) if out_of_descriptors(&err) => {
-                    tracing::warn!(listener = name, error = %err, "accept: out of descriptors, shedding");
+                    // Logged once per episode; the loop sheds and backs off every time.
+                    if !std::mem::replace(&mut starved, true) {
+                        tracing::warn!(listener = name, error = %err, "accept: out of descriptors; refusing new connections until some close");
+                    }
                     reserve.shed(&tcp, shared.tls.is_some());
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
@@ -183,17 +196,37 @@ fn out_of_descriptors(err: &io::Error) -> bool {
     )
 }
 
-/// Over the limit: say so and close, without a task or a wait. What the client already sent
-/// is read away first, so that closing sends a FIN after the answer rather than a reset.
-fn refuse(socket: TcpStream, tls: bool) {
-    if !tls {
-        let _ = socket.try_write(REFUSAL);
-        let mut sink = [0u8; 1024];
-        for _ in 0..8 {
-            match socket.try_read(&mut sink) {
-                Ok(n) if n > 0 => continue,
-                _ => break,
-            }
+/// Over the limit: answer 503 and close. The answer waits (briefly, in a task of its own, at
+/// most `REFUSALS` at once) for the request to arrive, since an HTTP client takes an answer
+/// that comes before its request for a broken connection; past that many, or on TLS, the
+/// connection is closed at once.
+fn refuse(socket: TcpStream, tls: bool, refusals: &Arc<Semaphore>) {
+    if tls {
+        return;
+    }
+    match Arc::clone(refusals).try_acquire_owned() {
+        Ok(slot) => {
+            tokio::spawn(async move {
+                // `peek` waits for data itself (readiness alone can be stale).
+                let mut first = [0u8; 1];
+                let _ = tokio::time::timeout(REFUSAL_WAIT, socket.peek(&mut first)).await;
+                refuse_now(socket);
+                drop(slot);
+            });
+        }
+        Err(_) => refuse_now(socket),
+    }
+}
+
+/// Write the 503 without waiting, and read away what the client sent, so that closing sends
+/// a FIN after the answer rather than a reset that could destroy it.
+fn refuse_now(socket: TcpStream) {
+    let _ = socket.try_write(REFUSAL);
+    let mut sink = [0u8; 1024];
+    for _ in 0..8 {
+        match socket.try_read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
         }
     }
 }
@@ -212,7 +245,8 @@ impl Reserve {
         self.0 = None;
         for _ in 0..64 {
             match tcp.accept().now_or_never() {
-                Some(Ok((socket, _))) => refuse(socket, tls),
+                Some(Ok((socket, _))) if !tls => refuse_now(socket),
+                Some(Ok(_)) => {}
                 _ => break,
             }
         }
@@ -1036,8 +1070,9 @@ pub fn raise_open_file_limit() -> u64 {
 }
 
 /// Connections a server takes by default: its open-file limit less a reserve for LMDB, spool
-/// files, listeners and the runtime (a quarter, at least 32 and at most 1,024 descriptors).
+/// files, refusals in progress, listeners and the runtime (a quarter, at least 128 and at most
+/// 1,024 descriptors).
 pub fn default_max_connections(open_files: u64) -> usize {
-    let reserve = (open_files / 4).clamp(32, 1024);
+    let reserve = (open_files / 4).clamp(128, 1024);
     usize::try_from(open_files.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX)
 }
