@@ -921,12 +921,19 @@ struct Watched<IO> {
     in_head: bool,
     head: Duration,
     idle: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// When the current head or idle period runs out.
+    deadline: Instant,
+    /// The timer, armed at `armed`, never later than `deadline`. It is moved only when it
+    /// fires early or a shorter deadline begins, not on every request: a busy keep-alive
+    /// connection touches the timer wheel about once per head deadline.
+    timer: Pin<Box<Sleep>>,
+    armed: Instant,
 }
 
 impl<IO> Watched<IO> {
     fn new(io: IO, replay: Bytes, phase: Arc<Phase>, limits: &Limits) -> Self {
         // The first head's deadline counts from the accept, close enough to now.
+        let deadline = Instant::now() + limits.head;
         Watched {
             io,
             replay,
@@ -935,7 +942,29 @@ impl<IO> Watched<IO> {
             in_head: true,
             head: limits.head,
             idle: limits.idle,
-            deadline: Box::pin(tokio::time::sleep(limits.head)),
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            armed: deadline,
+        }
+    }
+
+    /// Between requests and nothing to read: has the deadline passed? If not, make sure the
+    /// timer wakes the connection by then.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.armed > self.deadline {
+                self.armed = self.deadline;
+                self.timer.as_mut().reset(self.armed);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.armed >= self.deadline {
+                return true;
+            }
+            // Fired early (the deadline moved on since it was armed): arm it again.
+            self.armed = self.deadline;
+            self.timer.as_mut().reset(self.armed);
         }
     }
 }
@@ -957,8 +986,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             if ended != this.seen {
                 this.seen = ended;
                 this.in_head = false;
-                let at = Instant::now() + this.idle;
-                this.deadline.as_mut().reset(at);
+                this.deadline = Instant::now() + this.idle;
             }
         }
         let before = buf.filled().len();
@@ -966,12 +994,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             Poll::Ready(Ok(())) => {
                 if idle.is_some() && !this.in_head && buf.filled().len() > before {
                     this.in_head = true;
-                    let at = Instant::now() + this.head;
-                    this.deadline.as_mut().reset(at);
+                    this.deadline = Instant::now() + this.head;
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if idle.is_some() && this.deadline.as_mut().poll(cx).is_ready() => {
+            Poll::Pending if idle.is_some() && this.expired(cx) => {
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     if this.in_head {
