@@ -28,8 +28,6 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (LMDB in ./hearth-data, on 127.0.0.1:6287, unless told otherwise).
     Serve(ServeArgs),
-    /// Load-test a running homeserver over HTTP (127.0.0.1 only): put, replay, live, idle, slow.
-    Load(crate::load::LoadArgs),
     /// Create a user keypair: writes the secret key file, prints the public key (z32).
     Keygen {
         /// Where to write the secret key (hex); refuses to overwrite.
@@ -55,9 +53,6 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(Config::load(&args)?).await,
-        Command::Load(args) => crate::load::run(args)
-            .await
-            .map_err(|err| Error::bad_request(format!("load: {err}"))),
         Command::Keygen { out } => keygen(&out),
         Command::Token {
             secret_file,

@@ -3,8 +3,7 @@
 //! - `storage`: the LMDB store, its migrations, and the single group-committing writer;
 //! - `events`: committed changes, their ids, and the firehose's subscription tables and fan-out;
 //! - `http`: the HTTP surface, routes grouped by concern;
-//! - `config`, `server`: how a server is configured, started and stopped;
-//! - `load`: the load generator behind `hearth load`, which measures a server over HTTP.
+//! - `config`, `server`: how a server is configured, started and stopped.
 
 pub mod cli;
 pub mod config;
@@ -12,7 +11,6 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod identity;
-pub mod load;
 pub mod path;
 pub mod server;
 pub mod storage;
