@@ -9,9 +9,24 @@ use pubky_common::auth::AuthToken;
 use pubky_common::capabilities::Capabilities;
 use pubky_common::crypto::Keypair;
 
-use crate::config::{Config, ServeArgs};
-use crate::error::{Error, Result};
-use crate::server::Server;
+use crate::config::{Config, ConfigError, ServeArgs};
+use crate::server::{Server, ServerError};
+
+/// Why a command failed; printed as `hearth: <message>`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// What the command was asked to do cannot be done (a file that exists, a bad argument).
+    #[error("{0}")]
+    Usage(String),
+    #[error("i/o failure: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, CliError>;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,7 +111,7 @@ async fn wait_for_signal() -> Result<()> {
 
 fn keygen(out: &std::path::Path) -> Result<()> {
     if out.exists() {
-        return Err(Error::Conflict(format!(
+        return Err(CliError::Usage(format!(
             "{} exists; not overwriting a key",
             out.display()
         )));
@@ -108,12 +123,11 @@ fn keygen(out: &std::path::Path) -> Result<()> {
 }
 
 fn token(secret_file: &std::path::Path, caps: &str, out: Option<&std::path::Path>) -> Result<()> {
-    let keypair = Keypair::from_secret_key_file(secret_file).map_err(|err| {
-        Error::bad_request(format!("cannot read {}: {err}", secret_file.display()))
-    })?;
+    let keypair = Keypair::from_secret_key_file(secret_file)
+        .map_err(|err| CliError::Usage(format!("cannot read {}: {err}", secret_file.display())))?;
     let capabilities: Capabilities = caps
         .parse()
-        .map_err(|err| Error::bad_request(format!("bad --caps {caps:?}: {err}")))?;
+        .map_err(|err| CliError::Usage(format!("bad --caps {caps:?}: {err}")))?;
     let bytes = AuthToken::sign(&keypair, capabilities).serialize();
     match out {
         Some(path) => std::fs::write(path, bytes)?,

@@ -1,18 +1,32 @@
 //! Hearth: a Pubky-compatible homeserver on LMDB, with an exactly-resumable SSE firehose.
 //!
-//! - `storage`: the LMDB store, its migrations, and the single group-committing writer;
-//! - `events`: committed changes, their ids, and the firehose's subscription tables and fan-out;
-//! - `http`: the HTTP surface, routes grouped by concern;
-//! - `config`, `server`: how a server is configured, started and stopped.
+//! Layers, each importing only those below it:
+//!
+//! - `cli`, `config`, `server`: the binary's surface; how a server is configured, started and
+//!   stopped;
+//! - `http`: the routes, and the only place that knows status codes (`http::error`);
+//! - `files`: the homeserver's state (users, sessions, grants, files, quota) and the ops that
+//!   change it;
+//! - `store`: the LMDB environment, its migrations runner, and the one group-committing writer
+//!   that runs ops from any producer;
+//! - `log`: the event log and its fan-out (subscriptions, hub, frames); knows no files or HTTP;
+//! - `keys`, `ids`, `path`, `clock`, `identity`: user keys, event ids, path rules, time, the
+//!   server's keypair.
+//!
+//! `migrations` (the `migrations/` directory) is the schema's history: it creates the tables
+//! of every layer, and the server hands it to `store` at open.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod error;
-pub mod events;
+pub mod files;
 pub mod http;
 pub mod identity;
+pub mod ids;
+pub mod keys;
+pub mod log;
+#[path = "../migrations/mod.rs"]
+pub mod migrations;
 pub mod path;
 pub mod server;
-pub mod storage;
-
-pub use error::{Error, Result};
+pub mod store;

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::{raw_request, sign_token, TestServer, User};
-use hearth::events::{hash_base64, EventKind};
+use hearth::log::{hash_base64, EventKind};
 use pubky_common::crypto::Keypair;
 use reqwest::{Method, StatusCode};
 
@@ -228,7 +228,7 @@ async fn snapshot(hs: &TestServer, users: &[&User]) -> Snapshot {
     Snapshot {
         files,
         events: hs.events().iter().map(|e| (e.seq, e.key.clone())).collect(),
-        last_seq: hs.server.store().last_seq().unwrap(),
+        last_seq: hs.server.log().last_seq().unwrap(),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Schema versioning on a real LMDB: a store made by an older version is migrated in order, a
 //! store from the future is refused, and migrating keeps what was stored.
 
-use hearth::storage::migrate::{current_version, migrate, Migration, ALL};
-use hearth::storage::schema::meta_keys;
-use hearth::storage::{Store, StoreOptions};
+use hearth::files::Files;
+use hearth::log::EventLog;
+use hearth::migrations::{current_version, ALL};
+use hearth::store::migrate::{migrate, Migration};
+use hearth::store::{meta_keys, Store, StoreOptions};
 use heed::types::{Bytes, Str};
 use heed::{Env, RwTxn, WithoutTls};
 
@@ -12,6 +14,10 @@ fn options() -> StoreOptions {
         map_size: 1 << 30,
         sync: true,
     }
+}
+
+fn last_seq(store: &Store) -> u64 {
+    EventLog::open(store).unwrap().last_seq().unwrap()
 }
 
 fn schema_version(store: &Store) -> u32 {
@@ -40,7 +46,7 @@ fn copy_last_seq(env: &Env<WithoutTls>, txn: &mut RwTxn) -> heed::Result<()> {
 #[test]
 fn a_new_store_is_at_the_current_version() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &options()).unwrap();
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
     assert_eq!(schema_version(&store), current_version());
     assert_eq!(current_version(), ALL.len() as u32);
 }
@@ -49,7 +55,7 @@ fn a_new_store_is_at_the_current_version() {
 fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path(), &options()).unwrap();
+        let store = Store::open(dir.path(), &options(), ALL).unwrap();
         store
             .put_meta(meta_keys::LAST_SEQ, &41u64.to_be_bytes())
             .unwrap();
@@ -61,13 +67,13 @@ fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
         name: "copy last_seq (test)",
         apply: copy_last_seq,
     });
-    let store = Store::open_with(dir.path(), &options(), &steps).unwrap();
+    let store = Store::open(dir.path(), &options(), &steps).unwrap();
     assert_eq!(schema_version(&store), current_version() + 1);
-    assert_eq!(store.last_seq().unwrap(), 41, "migrating keeps the data");
+    assert_eq!(last_seq(&store), 41, "migrating keeps the data");
     store.close();
 
     // The migrated store is read back by the code that knows the new version, unchanged.
-    let store = Store::open_with(dir.path(), &options(), &steps).unwrap();
+    let store = Store::open(dir.path(), &options(), &steps).unwrap();
     assert_eq!(schema_version(&store), current_version() + 1);
     store.close();
 }
@@ -76,7 +82,7 @@ fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
 fn a_store_from_the_future_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path(), &options()).unwrap();
+        let store = Store::open(dir.path(), &options(), ALL).unwrap();
         store
             .put_meta(
                 meta_keys::SCHEMA_VERSION,
@@ -85,7 +91,7 @@ fn a_store_from_the_future_is_refused_with_a_clear_message() {
             .unwrap();
         store.close();
     }
-    let err = match Store::open(dir.path(), &options()) {
+    let err = match Store::open(dir.path(), &options(), ALL) {
         Ok(_) => panic!("a store from the future must be refused"),
         Err(err) => err.to_string(),
     };
@@ -102,15 +108,15 @@ fn a_failing_migration_commits_nothing() {
         )))
     }
     let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path(), &options()).unwrap().close();
+    Store::open(dir.path(), &options(), ALL).unwrap().close();
     let mut steps = all_steps();
     steps.push(Migration {
         version: current_version() + 1,
         name: "fails",
         apply: fails,
     });
-    assert!(Store::open_with(dir.path(), &options(), &steps).is_err());
-    let store = Store::open(dir.path(), &options()).unwrap();
+    assert!(Store::open(dir.path(), &options(), &steps).is_err());
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
     assert_eq!(
         schema_version(&store),
         current_version(),
@@ -152,10 +158,12 @@ fn a_version_1_store_gains_the_grant_tables() {
         txn.commit().unwrap();
         env.prepare_for_closing().wait();
     }
-    let store = Store::open(dir.path(), &options()).unwrap();
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
     assert_eq!(schema_version(&store), 2);
-    assert_eq!(store.last_seq().unwrap(), 7);
-    assert_eq!(store.grant("no-such-grant").unwrap(), None);
-    assert!(store.bearer_session(&[0; 32]).unwrap().is_none());
+    assert_eq!(last_seq(&store), 7);
+    let files = Files::open(&store).unwrap();
+    assert_eq!(files.grant("no-such-grant").unwrap(), None);
+    assert!(files.bearer_session(&[0; 32]).unwrap().is_none());
+    drop(files);
     store.close();
 }

@@ -1,18 +1,13 @@
-//! The event log's vocabulary: what a committed change is, and how its id is written.
+//! One committed change (`Event`), and its record in the log.
 //!
-//! Storage writes `Event`s in the same transaction as the change; the firehose reads them back
-//! and fans them out. Everything a subscriber needs is in the event itself, so serving one never
+//! Ops append `Event`s in the same transaction as the change; the firehose reads them back and
+//! fans them out. Everything a subscriber needs is in the event itself, so serving one never
 //! needs a second lookup.
-
-pub mod frame;
-pub mod hub;
-pub mod id;
-pub mod subscriptions;
 
 use serde::{Deserialize, Serialize};
 
-/// Length of a user's z-base32 public key, the first part of every event key.
-pub const USER_KEY_LEN: usize = 52;
+use crate::keys::USER_KEY_LEN;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
@@ -74,4 +69,23 @@ impl Event {
 pub fn hash_base64(hash: &[u8; 32]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(hash)
+}
+
+/// The stored form of an event (its sequence is the key, not part of the record).
+pub(crate) fn encode(event: &Event) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(event).map_err(|err| StoreError::Lmdb(heed::Error::Encoding(Box::new(err))))
+}
+
+/// An event from its record and its sequence. A record that does not decode, or whose key
+/// does not start with a user key, is corrupt.
+pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
+    let mut event: Event = postcard::from_bytes(bytes)?;
+    if event.key.len() < USER_KEY_LEN || !event.key.is_char_boundary(USER_KEY_LEN) {
+        return Err(StoreError::Corrupt(format!(
+            "event {seq}: the key {:?} does not start with a user key",
+            event.key
+        )));
+    }
+    event.seq = seq;
+    Ok(event)
 }

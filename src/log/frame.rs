@@ -7,8 +7,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::id::{encode_into, ID_LEN};
 use super::{hash_base64, Event, EventKind};
+use crate::ids::{encode_into, ID_LEN};
 
 /// The first bytes of every stream: how long a browser's `EventSource` waits to reconnect.
 pub fn retry(millis: u64) -> Bytes {
@@ -176,7 +176,7 @@ fn put_line_safe(out: &mut BytesMut, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Content;
+    use crate::log::Content;
     use proptest::prelude::*;
 
     const ALICE: &str = "o1gg96ewuojmopcjbz8895478wdtxtzzuxnfjjz8o8e77csa1ngo";
@@ -277,7 +277,7 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
             prop_assert_eq!(json["path"].as_str(), Some(path.as_str()));
             prop_assert_eq!(json["uri"].as_str().map(str::to_owned), Some(format!("pubky://{ALICE}{path}")));
-            prop_assert_eq!(json["seq"].as_str().map(str::to_owned), Some(crate::events::id::encode(seq)));
+            prop_assert_eq!(json["seq"].as_str().map(str::to_owned), Some(crate::ids::encode(seq)));
             prop_assert_eq!(json.get("size").is_some(), kind);
         }
 
