@@ -11,9 +11,14 @@ use crate::store::migrate::Migration;
 
 mod m0001_initial;
 mod m0002_grants;
+mod m0003_event_log_v2;
 
 /// Every migration this build knows, in order.
-pub const ALL: &[Migration] = &[m0001_initial::MIGRATION, m0002_grants::MIGRATION];
+pub const ALL: &[Migration] = &[
+    m0001_initial::MIGRATION,
+    m0002_grants::MIGRATION,
+    m0003_event_log_v2::MIGRATION,
+];
 
 /// The schema version this build writes.
 pub fn current_version() -> u32 {

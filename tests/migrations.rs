@@ -2,7 +2,7 @@
 //! store from the future is refused, and migrating keeps what was stored.
 
 use hearth::files::Files;
-use hearth::log::EventLog;
+use hearth::log::{Event, EventKind, EventLog};
 use hearth::migrations::{current_version, ALL};
 use hearth::store::migrate::{migrate, Migration};
 use hearth::store::{meta_keys, Store, StoreOptions};
@@ -159,11 +159,143 @@ fn a_version_1_store_gains_the_grant_tables() {
         env.prepare_for_closing().wait();
     }
     let store = Store::open(dir.path(), &options(), ALL).unwrap();
-    assert_eq!(schema_version(&store), 2);
+    assert_eq!(schema_version(&store), current_version());
     assert_eq!(last_seq(&store), 7);
     let files = Files::open(&store).unwrap();
     assert_eq!(files.grant("no-such-grant").unwrap(), None);
     assert!(files.bearer_session(&[0; 32]).unwrap().is_none());
     drop(files);
+    store.close();
+}
+
+/// An event as format 1 stored it (the sequence was the key): what m0003 re-encodes.
+#[derive(serde::Serialize)]
+struct EventV1 {
+    kind: KindV1,
+    key: String,
+    ts_ms: u64,
+    content: Option<ContentV1>,
+}
+
+#[derive(serde::Serialize)]
+enum KindV1 {
+    Put,
+    Del,
+}
+
+#[derive(serde::Serialize)]
+struct ContentV1 {
+    hash: [u8; 32],
+    size: u64,
+    content_type: String,
+}
+
+/// A store written at version 2, with events of several users in the first record format,
+/// is migrated: every event reads back as it was, and each user's index holds exactly that
+/// user's events, in order.
+#[test]
+fn a_version_2_log_is_re_encoded_and_indexed_by_user() {
+    let users: Vec<String> = (0..3)
+        .map(|_| pubky_common::crypto::Keypair::random().public_key().z32())
+        .collect();
+    let mut expected = Vec::new();
+    for seq in 1..=40u64 {
+        let user = &users[(seq as usize * 7) % users.len()];
+        let put = seq % 5 != 0;
+        expected.push(Event {
+            seq,
+            kind: if put { EventKind::Put } else { EventKind::Del },
+            key: format!("{user}/pub/app/{}.json", seq % 9),
+            ts_ms: 1_763_812_345_000 + seq,
+            hash: put.then_some([seq as u8; 32]),
+            size: put.then_some(seq * 10),
+            origin: None,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let lmdb = dir.path().join("lmdb");
+        std::fs::create_dir_all(&lmdb).unwrap();
+        let mut open = heed::EnvOpenOptions::new().read_txn_without_tls();
+        open.map_size(1 << 30).max_dbs(16);
+        // SAFETY: opened once here and closed before the store opens the same directory.
+        let env = unsafe { open.open(&lmdb).unwrap() };
+        assert_eq!(migrate(&env, &ALL[..2]).unwrap(), 2);
+        let mut txn = env.write_txn().unwrap();
+        let events = env
+            .open_database::<heed::types::U64<heed::byteorder::BigEndian>, Bytes>(
+                &txn,
+                Some("events"),
+            )
+            .unwrap()
+            .unwrap();
+        for event in &expected {
+            let v1 = EventV1 {
+                kind: match event.kind {
+                    EventKind::Put => KindV1::Put,
+                    EventKind::Del => KindV1::Del,
+                },
+                key: event.key.clone(),
+                ts_ms: event.ts_ms,
+                content: event.hash.map(|hash| ContentV1 {
+                    hash,
+                    size: event.size.unwrap(),
+                    content_type: "application/json".into(),
+                }),
+            };
+            events
+                .put(&mut txn, &event.seq, &postcard::to_stdvec(&v1).unwrap())
+                .unwrap();
+        }
+        let meta = env
+            .open_database::<Str, Bytes>(&txn, Some("meta"))
+            .unwrap()
+            .unwrap();
+        meta.put(&mut txn, meta_keys::LAST_SEQ, &40u64.to_be_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+        env.prepare_for_closing().wait();
+    }
+
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
+    assert_eq!(schema_version(&store), current_version());
+    let log = EventLog::open(&store).unwrap();
+    assert_eq!(log.last_seq().unwrap(), 40);
+    let mut all = Vec::new();
+    log.scan(0, usize::MAX, |event| {
+        all.push(event);
+        true
+    })
+    .unwrap();
+    assert_eq!(all, expected, "every event reads back equal");
+    for user in &users {
+        let mut theirs = Vec::new();
+        log.scan_user(user, 0, usize::MAX, |event| {
+            theirs.push(event);
+            true
+        })
+        .unwrap();
+        let want: Vec<&Event> = expected.iter().filter(|e| e.user() == user).collect();
+        assert!(!want.is_empty());
+        assert_eq!(theirs.iter().collect::<Vec<_>>(), want, "{user}'s events");
+        // Resuming after one of them, and a page of two.
+        let after = want[0].seq;
+        let mut page = Vec::new();
+        log.scan_user(user, after, 2, |event| {
+            page.push(event.seq);
+            true
+        })
+        .unwrap();
+        assert_eq!(page, want[1..3].iter().map(|e| e.seq).collect::<Vec<_>>());
+    }
+    let stranger = pubky_common::crypto::Keypair::random().public_key().z32();
+    let mut none = 0;
+    log.scan_user(&stranger, 0, usize::MAX, |_| {
+        none += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(none, 0);
+    drop(log);
     store.close();
 }

@@ -14,7 +14,7 @@ use super::tables::{
 };
 use super::FilesError;
 use crate::clock::{now_ms, now_secs};
-use crate::log::{Content, Event, EventKind};
+use crate::log::{Event, EventKind};
 use crate::store::{Op, WriteTxn};
 
 type Result<T, E = FilesError> = std::result::Result<T, E>;
@@ -177,11 +177,9 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
                 kind: EventKind::Put,
                 key: format!("{user}{path}"),
                 ts_ms,
-                content: Some(Content {
-                    hash: *hash,
-                    size: *size,
-                    content_type: content_type.clone(),
-                }),
+                hash: Some(*hash),
+                size: Some(*size),
+                origin: None,
             })?;
             body.for_each_chunk(|index, chunk| {
                 t.chunks.put(txn, &chunk_key(seq, index), chunk)?;
@@ -222,7 +220,9 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
                 kind: EventKind::Del,
                 key: format!("{user}{path}"),
                 ts_ms,
-                content: None,
+                hash: None,
+                size: None,
+                origin: None,
             })?;
             Ok(Written::Event(seq))
         }

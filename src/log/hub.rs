@@ -436,7 +436,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{Content, EventKind};
+    use crate::log::EventKind;
 
     const ALICE: &str = "o1gg96ewuojmopcjbz8895478wdtxtzzuxnfjjz8o8e77csa1ngo";
 
@@ -446,11 +446,9 @@ mod tests {
             kind: EventKind::Put,
             key: format!("{ALICE}{path}"),
             ts_ms: 1,
-            content: Some(Content {
-                hash: [0; 32],
-                size: 1,
-                content_type: String::new(),
-            }),
+            hash: Some([0; 32]),
+            size: Some(1),
+            origin: None,
         })
     }
 

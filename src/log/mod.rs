@@ -1,8 +1,9 @@
 //! The event log and its fan-out: what was committed, in order, and who is told.
 //!
 //! - `event`: one committed change (`Event`) and its stored record;
-//! - `store`: the log's LMDB tables (the events by sequence, the last sequence in `meta`), the
-//!   append the writer's ops call inside their transaction, and the scans readers use;
+//! - `store`: the log's LMDB tables (the events by sequence, the `by_user` index, the last
+//!   sequence in `meta`), the append the writer's ops call inside their transaction, and the
+//!   scans readers use;
 //! - `subscriptions`: patterns and the tables that find an event's subscribers by its key;
 //! - `hub`: mailboxes and feeds, live events joined to replay without a gap;
 //! - `frame`: the bytes of an event on the wire, encoded once.
@@ -16,7 +17,7 @@ pub mod hub;
 pub mod store;
 pub mod subscriptions;
 
-pub use event::{hash_base64, Content, Event, EventKind};
+pub use event::{hash_base64, Event, EventKind, Origin};
 pub use store::{EventLog, PositionError};
 
 use crate::store::StoreError;

@@ -1,22 +1,39 @@
-//! The log's LMDB tables and their API: `events` (sequence, big-endian, -> record) and the
-//! last sequence ever assigned (`last_seq` in the store's `meta` table).
+//! The log's LMDB tables and their API: `events` (sequence, big-endian, -> record), the
+//! `by_user` index (`<user z32><sequence BE>` -> nothing), and the last sequence ever assigned
+//! (`last_seq` in the store's `meta` table).
 //!
 //! `append` runs inside a writer op's transaction: it reads the last sequence, takes the next,
-//! and writes the record and the new last sequence in that same transaction, so an op that
+//! and writes the record, its index entry and the new last sequence in that same transaction
+//! (a secondary index in the record's transaction, as strfry keeps its own), so an op that
 //! rolls back gives its sequence numbers back and a committed one never reuses any. Readers
-//! scan in either direction in one read transaction each.
+//! scan in either direction, or one user's events, in one read transaction each.
+
+use std::ops::Bound;
 
 use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
+use heed::types::{Bytes, Unit, U64};
 use heed::{Database, RoTxn, RwTxn, WithoutTls};
 
 use super::event::{decode, encode, Event};
 use crate::ids::Id;
+use crate::keys::USER_KEY_LEN;
 use crate::store::{meta_keys, Env, Meta, Store, StoreError};
 
 /// Names of the log's databases, as migrations create them.
 pub mod names {
     pub const EVENTS: &str = "events";
+    pub const BY_USER: &str = "by_user";
+}
+
+/// The `by_user` key of a user's event: `<user z32><seq BE>`, so one user's events are one
+/// key range, in sequence order.
+pub(crate) fn user_key(user: &str, seq: u64) -> [u8; USER_KEY_LEN + 8] {
+    let mut key = [0u8; USER_KEY_LEN + 8];
+    let user = user.as_bytes();
+    let len = user.len().min(USER_KEY_LEN);
+    key[..len].copy_from_slice(&user[..len]);
+    key[USER_KEY_LEN..].copy_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// A resume position the log cannot serve. The messages name the ids a client can use.
@@ -49,6 +66,7 @@ pub enum PositionError {
 pub struct EventLog {
     env: Env,
     events: Database<U64<BigEndian>, Bytes>,
+    by_user: Database<Bytes, Unit>,
     meta: Meta,
 }
 
@@ -58,13 +76,22 @@ impl EventLog {
         Ok(EventLog {
             env: store.env().clone(),
             events: store.table(names::EVENTS)?,
+            by_user: store.table(names::BY_USER)?,
             meta: store.meta_table(),
         })
     }
 
     /// Append `event` in `txn` under the next sequence number, which is set in the event.
+    /// Its key must start with a user key (52 bytes of z32).
     pub(crate) fn append(&self, txn: &mut RwTxn, mut event: Event) -> Result<Event, StoreError> {
+        let user = event.key.get(..USER_KEY_LEN).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "an event key must start with a user key: {:?}",
+                event.key
+            ))
+        })?;
         let seq = self.read_last_seq(txn)? + 1;
+        self.by_user.put(txn, &user_key(user, seq), &())?;
         event.seq = seq;
         self.events.put(txn, &seq, &encode(&event)?)?;
         self.meta
@@ -110,6 +137,43 @@ impl EventLog {
         let txn = self.env.read_txn()?;
         let visited = visit_events(self.events.rev_range(&txn, &(..before))?.take(max), visit);
         visited
+    }
+
+    /// Visit `user`'s events after `after`, in sequence order, at most `max` of them, in one
+    /// read transaction, through the `by_user` index: the cost is that user's events, not the
+    /// log's. `user` is a canonical z32 key (anything else has no events). `visit` returns
+    /// false to stop early. Returns the last sequence visited.
+    pub fn scan_user(
+        &self,
+        user: &str,
+        after: u64,
+        max: usize,
+        mut visit: impl FnMut(Event) -> bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let (Some(start), USER_KEY_LEN) = (after.checked_add(1), user.len()) else {
+            return Ok(None);
+        };
+        let txn = self.env.read_txn()?;
+        let (lower, upper) = (user_key(user, start), user_key(user, u64::MAX));
+        let range = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
+        let mut last = None;
+        for entry in self.by_user.range(&txn, &range)?.take(max) {
+            let (key, ()) = entry?;
+            let seq = key
+                .get(USER_KEY_LEN..)
+                .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt(format!("by_user key {key:?}")))?;
+            let bytes = self.events.get(&txn, &seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("by_user names event {seq}, which the log lacks"))
+            })?;
+            let event = decode(seq, bytes)?;
+            last = Some(seq);
+            if !visit(event) {
+                break;
+            }
+        }
+        Ok(last)
     }
 
     /// Refuse a resume position the log cannot serve: ahead of the newest event, or before
@@ -203,14 +267,21 @@ mod tests {
     use crate::log::EventKind;
 
     const ALICE: &str = "o1gg96ewuojmopcjbz8895478wdtxtzzuxnfjjz8o8e77csa1ngo";
+    const BOB: &str = "8pinxxgqs41n4aididenw5apqp1urfmzdztr8jt4abrkdn435ewo";
 
     fn del(path: &str) -> Event {
+        del_of(ALICE, path)
+    }
+
+    fn del_of(user: &str, path: &str) -> Event {
         Event {
             seq: 0,
             kind: EventKind::Del,
-            key: format!("{ALICE}{path}"),
+            key: format!("{user}{path}"),
             ts_ms: 9,
-            content: None,
+            hash: None,
+            size: None,
+            origin: None,
         }
     }
 
@@ -271,6 +342,58 @@ mod tests {
                 ..del("/pub/1")
             })
         );
+    }
+
+    fn user_seqs(log: &EventLog, user: &str, after: u64, max: usize) -> Vec<u64> {
+        let mut seen = Vec::new();
+        log.scan_user(user, after, max, |e| {
+            assert_eq!(e.user(), user);
+            seen.push(e.seq);
+            true
+        })
+        .expect("scan_user");
+        seen
+    }
+
+    #[test]
+    fn scan_user_reads_one_users_events_in_order() {
+        let (_dir, store, log) = temp_log();
+        for i in 1..=9u64 {
+            let user = if i % 3 == 0 { BOB } else { ALICE };
+            append(&store, &log, del_of(user, &format!("/pub/{i}")));
+        }
+        assert_eq!(
+            user_seqs(&log, ALICE, 0, usize::MAX),
+            vec![1, 2, 4, 5, 7, 8]
+        );
+        assert_eq!(user_seqs(&log, BOB, 0, usize::MAX), vec![3, 6, 9]);
+        assert_eq!(user_seqs(&log, ALICE, 4, 2), vec![5, 7]);
+        assert_eq!(user_seqs(&log, BOB, 9, 10), Vec::<u64>::new());
+        assert_eq!(user_seqs(&log, BOB, u64::MAX, 10), Vec::<u64>::new());
+        assert_eq!(user_seqs(&log, "short", 0, 10), Vec::<u64>::new());
+        let mut first = None;
+        let last = log
+            .scan_user(BOB, 0, usize::MAX, |e| {
+                first = Some(e.path().to_string());
+                false
+            })
+            .unwrap();
+        assert_eq!((last, first.as_deref()), (Some(3), Some("/pub/3")));
+        // An aborted append leaves no index entry behind.
+        let mut txn = store.env().write_txn().unwrap();
+        log.append(&mut txn, del_of(BOB, "/pub/gone")).unwrap();
+        txn.abort();
+        assert_eq!(user_seqs(&log, BOB, 0, usize::MAX), vec![3, 6, 9]);
+        // A key without a user key is refused before anything is written.
+        let mut txn = store.env().write_txn().unwrap();
+        let bad = Event {
+            key: "/pub/x".into(),
+            ..del("")
+        };
+        assert!(matches!(
+            log.append(&mut txn, bad),
+            Err(StoreError::Invalid(_))
+        ));
     }
 
     #[test]

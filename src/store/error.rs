@@ -20,6 +20,9 @@ pub enum StoreError {
     /// A stored record does not decode: the store is damaged or from an unknown version.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A record refused before it was written (an event key without a user key).
+    #[error("invalid record: {0}")]
+    Invalid(String),
     /// The store's layout is not one this build can use (too new, a table missing).
     #[error("{0}")]
     Schema(String),

@@ -283,7 +283,9 @@ mod tests {
                 kind: EventKind::Del,
                 key: format!("{ALICE}{}", self.path),
                 ts_ms: txn.ts_ms(),
-                content: None,
+                hash: None,
+                size: None,
+                origin: None,
             })?;
             self.meta.put(txn, self.path, &self.mark)?;
             if self.fail {
