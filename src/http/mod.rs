@@ -14,7 +14,7 @@
 
 pub mod admin;
 mod auth;
-pub mod error;
+mod error;
 mod files;
 mod firehose;
 mod grant;
@@ -33,7 +33,7 @@ use axum::Router;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use error::Error;
+use error::Error;
 
 use crate::config::Config;
 use crate::files::{FileOp, Files, FilesError, Written};

@@ -342,11 +342,6 @@ impl Feed {
         }
     }
 
-    /// The last sequence passed.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
     /// The next event, waiting up to `idle` for a live one.
     pub async fn next(&mut self, idle: Duration) -> Result<Step, LogError> {
         loop {

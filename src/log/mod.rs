@@ -11,10 +11,10 @@
 //! The log knows no files and no HTTP: file writes and (later) source ingest both append to
 //! it, and the HTTP layer serves it. It uses the store's environment, never its writer.
 
-pub mod event;
-pub mod frame;
-pub mod hub;
-pub mod store;
+pub(crate) mod event;
+pub(crate) mod frame;
+pub(crate) mod hub;
+pub(crate) mod store;
 pub mod subscriptions;
 
 pub use event::{hash_base64, Event, EventKind, Origin};

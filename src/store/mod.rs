@@ -8,7 +8,7 @@
 
 mod error;
 pub mod migrate;
-pub mod writer;
+mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ pub type Env = heed::Env<WithoutTls>;
 pub type Meta = Database<Str, Bytes>;
 
 /// Names of the store's own databases.
-pub mod names {
+pub(crate) mod names {
     pub const META: &str = "meta";
 }
 
