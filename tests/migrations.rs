@@ -135,29 +135,39 @@ fn all_steps() -> Vec<Migration> {
         .collect()
 }
 
+/// Build a store at an older schema `version` with heed directly, as that version's code
+/// would have, and `fill` it in one transaction.
+fn build_older_store(
+    dir: &std::path::Path,
+    version: u32,
+    fill: impl FnOnce(&Env<WithoutTls>, &mut RwTxn),
+) {
+    let lmdb = dir.join("lmdb");
+    std::fs::create_dir_all(&lmdb).unwrap();
+    let mut open = heed::EnvOpenOptions::new().read_txn_without_tls();
+    open.map_size(1 << 30).max_dbs(16);
+    // SAFETY: opened once here and closed before the store opens the same directory.
+    let env = unsafe { open.open(&lmdb).unwrap() };
+    assert_eq!(migrate(&env, &ALL[..version as usize]).unwrap(), version);
+    let mut txn = env.write_txn().unwrap();
+    fill(&env, &mut txn);
+    txn.commit().unwrap();
+    env.prepare_for_closing().wait();
+}
+
 /// A store written at version 1 (before the grant tables) opens under this build: migration 2
 /// adds the grant tables and keeps what version 1 stored.
 #[test]
 fn a_version_1_store_gains_the_grant_tables() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let lmdb = dir.path().join("lmdb");
-        std::fs::create_dir_all(&lmdb).unwrap();
-        let mut open = heed::EnvOpenOptions::new().read_txn_without_tls();
-        open.map_size(1 << 30).max_dbs(16);
-        // SAFETY: opened once here and closed before the store opens the same directory.
-        let env = unsafe { open.open(&lmdb).unwrap() };
-        assert_eq!(migrate(&env, &ALL[..1]).unwrap(), 1);
-        let mut txn = env.write_txn().unwrap();
+    build_older_store(dir.path(), 1, |env, txn| {
         let meta = env
-            .open_database::<Str, Bytes>(&txn, Some("meta"))
+            .open_database::<Str, Bytes>(txn, Some("meta"))
             .unwrap()
             .unwrap();
-        meta.put(&mut txn, meta_keys::LAST_SEQ, &7u64.to_be_bytes())
+        meta.put(txn, meta_keys::LAST_SEQ, &7u64.to_be_bytes())
             .unwrap();
-        txn.commit().unwrap();
-        env.prepare_for_closing().wait();
-    }
+    });
     let store = Store::open(dir.path(), &options(), ALL).unwrap();
     assert_eq!(schema_version(&store), current_version());
     assert_eq!(last_seq(&store), 7);
@@ -213,18 +223,10 @@ fn a_version_2_log_is_re_encoded_and_indexed_by_user() {
         });
     }
     let dir = tempfile::tempdir().unwrap();
-    {
-        let lmdb = dir.path().join("lmdb");
-        std::fs::create_dir_all(&lmdb).unwrap();
-        let mut open = heed::EnvOpenOptions::new().read_txn_without_tls();
-        open.map_size(1 << 30).max_dbs(16);
-        // SAFETY: opened once here and closed before the store opens the same directory.
-        let env = unsafe { open.open(&lmdb).unwrap() };
-        assert_eq!(migrate(&env, &ALL[..2]).unwrap(), 2);
-        let mut txn = env.write_txn().unwrap();
+    build_older_store(dir.path(), 2, |env, txn| {
         let events = env
             .open_database::<heed::types::U64<heed::byteorder::BigEndian>, Bytes>(
-                &txn,
+                txn,
                 Some("events"),
             )
             .unwrap()
@@ -244,19 +246,16 @@ fn a_version_2_log_is_re_encoded_and_indexed_by_user() {
                 }),
             };
             events
-                .put(&mut txn, &event.seq, &postcard::to_stdvec(&v1).unwrap())
+                .put(txn, &event.seq, &postcard::to_stdvec(&v1).unwrap())
                 .unwrap();
         }
         let meta = env
-            .open_database::<Str, Bytes>(&txn, Some("meta"))
+            .open_database::<Str, Bytes>(txn, Some("meta"))
             .unwrap()
             .unwrap();
-        meta.put(&mut txn, meta_keys::LAST_SEQ, &40u64.to_be_bytes())
+        meta.put(txn, meta_keys::LAST_SEQ, &40u64.to_be_bytes())
             .unwrap();
-        txn.commit().unwrap();
-        env.prepare_for_closing().wait();
-    }
-
+    });
     let store = Store::open(dir.path(), &options(), ALL).unwrap();
     assert_eq!(schema_version(&store), current_version());
     let log = EventLog::open(&store).unwrap();
