@@ -19,8 +19,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use hearth::files::content::Spooled;
 use hearth::files::{FileOp, FileWrite, Files, UsedToken};
 use hearth::log::{Event, EventLog};
+use hearth::log::{Writer, WriterThread};
 use hearth::migrations::ALL;
-use hearth::store::{Store, StoreOptions, Writer, WriterThread};
+use hearth::store::{Store, StoreOptions};
 
 /// How big the pilot is without fsync: enough chunks to keep the writer busy for a few
 /// milliseconds while the batch queues. A durable pilot's fsync is enough on its own, and a

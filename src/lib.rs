@@ -7,9 +7,10 @@
 //! - `http`: the routes, and the only place that knows status codes (`http::error`);
 //! - `files`: the homeserver's state (users, sessions, grants, files, quota) and the ops that
 //!   change it;
-//! - `store`: the LMDB environment, its migrations runner, and the one group-committing writer
-//!   that runs ops from any producer;
-//! - `log`: the event log and its fan-out (subscriptions, hub, frames); knows no files or HTTP;
+//! - `log`: the event log, the one group-committing writer that runs ops from any producer
+//!   (their events get their sequence numbers in the commit), and the fan-out (subscriptions,
+//!   hub, frames); knows no files or HTTP;
+//! - `store`: the LMDB environment and its migrations runner; knows no layer above it;
 //! - `keys`, `ids`, `path`, `clock`, `identity`: user keys, event ids, path rules, time, the
 //!   server's keypair.
 //!

@@ -17,8 +17,9 @@ use crate::http::{self, AppState};
 use crate::identity::{self, IdentityError};
 use crate::log::hub::{Hub, DEFAULT_MAILBOX};
 use crate::log::EventLog;
+use crate::log::{CommitListener, Writer};
 use crate::migrations;
-use crate::store::{meta_keys, CommitListener, Store, StoreError, StoreOptions, Writer};
+use crate::store::{meta_keys, Store, StoreError, StoreOptions};
 
 /// Why a server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]

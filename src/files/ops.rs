@@ -15,7 +15,7 @@ use super::tables::{
 use super::FilesError;
 use crate::clock::{now_ms, now_secs};
 use crate::log::{Event, EventKind};
-use crate::store::{Op, WriteTxn};
+use crate::log::{Op, WriteTxn};
 
 type Result<T, E = FilesError> = std::result::Result<T, E>;
 

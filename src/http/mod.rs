@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::files::{FileOp, Files, FilesError, Written};
 use crate::log::hub::Hub;
 use crate::log::EventLog;
-use crate::store::Writer;
+use crate::log::Writer;
 
 /// What every handler shares.
 #[derive(Clone)]

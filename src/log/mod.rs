@@ -6,19 +6,23 @@
 //!   scans readers use;
 //! - `subscriptions`: patterns and the tables that find an event's subscribers by its key;
 //! - `hub`: mailboxes and feeds, live events joined to replay without a gap;
-//! - `frame`: the bytes of an event on the wire, encoded once.
+//! - `frame`: the bytes of an event on the wire, encoded once;
+//! - `writer`: the one writer thread. Every change, whoever makes it, is an `Op` applied in a
+//!   group commit; the events an op appends get their sequence numbers in that transaction.
 //!
 //! The log knows no files and no HTTP: file writes and (later) source ingest both append to
-//! it, and the HTTP layer serves it. It uses the store's environment, never its writer.
+//! it, and the HTTP layer serves it. Below it is only the store's environment.
 
 pub(crate) mod event;
 pub(crate) mod frame;
 pub(crate) mod hub;
 pub(crate) mod store;
 pub mod subscriptions;
+mod writer;
 
 pub use event::{hash_base64, Event, EventKind, Origin};
 pub use store::{EventLog, PositionError};
+pub use writer::{CommitListener, Op, WriteTxn, Writer, WriterThread};
 
 use crate::store::StoreError;
 

@@ -1,14 +1,14 @@
 //! The LMDB environment under the data directory: opening it (map size, sync), its schema
-//! version and `meta` table, closing it, and the one writer thread every change goes through.
+//! version and `meta` table, and closing it.
 //!
 //! `Store` is the environment handle, a cheap clone. It knows no table but `meta`: each layer
 //! above (`log`, `files`) opens its own typed databases in the environment, and the list of
 //! migrations that creates them is handed in at open (see `crate::migrations`). Reads never
-//! wait for writes: LMDB readers see the last committed snapshot. Writes go through `writer`.
+//! wait for writes: LMDB readers see the last committed snapshot. Writes go through the one
+//! writer thread, which the event log owns (`crate::log::Writer`): the store knows no layer above it.
 
 mod error;
 pub mod migrate;
-mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,6 @@ use heed::types::{Bytes, Str};
 use heed::{Database, EnvFlags, EnvOpenOptions, WithoutTls};
 
 pub use error::{is_disk_full, StoreError};
-pub use writer::{CommitListener, Op, WriteTxn, Writer, WriterThread};
 
 /// The environment type every layer shares.
 pub type Env = heed::Env<WithoutTls>;

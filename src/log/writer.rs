@@ -17,9 +17,9 @@ use std::thread::JoinHandle;
 use heed::RwTxn;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError};
+use super::{Event, EventLog};
 use crate::clock::now_ms;
-use crate::log::{Event, EventLog};
+use crate::store::{Store, StoreError};
 
 /// The most ops one commit takes: bounds the transaction's size and a batch's latency.
 const MAX_BATCH: usize = 1024;
@@ -169,7 +169,7 @@ impl Writer {
 }
 
 fn run(
-    env: &super::Env,
+    env: &crate::store::Env,
     log: &EventLog,
     mut queue: mpsc::Receiver<Box<dyn Job>>,
     on_commit: CommitListener,
@@ -205,7 +205,7 @@ fn run(
 }
 
 fn commit_batch(
-    env: &super::Env,
+    env: &crate::store::Env,
     log: &EventLog,
     jobs: &mut [Box<dyn Job>],
 ) -> Result<Vec<Arc<Event>>, StoreError> {
