@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hearth::events::id;
+use hearth::ids as id;
 
 fn codec(c: &mut Criterion) {
     let seqs: Vec<u64> = (0..1024u64)

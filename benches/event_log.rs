@@ -1,5 +1,5 @@
 //! The event log in LMDB: appending through the real group-committing `Writer`, and reading a
-//! range back with `Store::scan_events`.
+//! range back with `EventLog::scan`.
 //!
 //! Appends are measured per commit of a batch of 1, 16 or 256 PUTs (each a file, a user
 //! record, a content chunk and an event), durable (fsync) and not. To make the writer form a
@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hearth::events::Event;
-use hearth::storage::content::Spooled;
-use hearth::storage::writer::{UsedToken, WriteOp, Writer, WriterThread};
-use hearth::storage::{Store, StoreOptions};
+use hearth::files::content::Spooled;
+use hearth::files::{FileOp, FileWrite, Files, UsedToken};
+use hearth::log::{Event, EventLog};
+use hearth::log::{Writer, WriterThread};
+use hearth::migrations::ALL;
+use hearth::store::{Store, StoreOptions};
 
 /// How big the pilot is without fsync: enough chunks to keep the writer busy for a few
 /// milliseconds while the batch queues. A durable pilot's fsync is enough on its own, and a
@@ -29,7 +31,8 @@ const DURABLE_PILOT_SIZE: usize = 256;
 
 struct Bench {
     _dir: tempfile::TempDir,
-    store: Store,
+    files: Files,
+    log: EventLog,
     writer: Writer,
     thread: WriterThread,
     user: String,
@@ -47,7 +50,9 @@ impl Bench {
             map_size: 8 << 30,
             sync,
         };
-        let store = Store::open(dir.path(), &options).expect("open store");
+        let store = Store::open(dir.path(), &options, ALL).expect("open store");
+        let files = Files::open(&store).expect("files");
+        let log = EventLog::open(&store).expect("log");
         let batches = Arc::new(Mutex::new(Vec::new()));
         let seen = batches.clone();
         let listener = Arc::new(move |events: Vec<Arc<Event>>| {
@@ -55,13 +60,13 @@ impl Bench {
                 sizes.push(events.len());
             }
         });
-        let (writer, thread) = Writer::start(store.clone(), listener).expect("writer");
+        let (writer, thread) = Writer::start(&store, log.clone(), listener).expect("writer");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         let user = pubky_common::crypto::Keypair::random().public_key().z32();
-        let signup = WriteOp::Signup {
+        let signup = files.write(FileOp::Signup {
             user: user.clone(),
             auth: UsedToken {
                 signature: [7; 64],
@@ -70,11 +75,12 @@ impl Bench {
             signup_token: None,
             session_secret: "bench-session".into(),
             session: vec![0; 16],
-        };
+        });
         runtime.block_on(writer.submit(signup)).expect("signup");
         Bench {
             _dir: dir,
-            store,
+            files,
+            log,
             writer,
             thread,
             user,
@@ -89,9 +95,9 @@ impl Bench {
         }
     }
 
-    fn put(&self, path: String, body: Bytes) -> WriteOp {
+    fn put(&self, path: String, body: Bytes) -> FileWrite {
         let hash = *blake3::hash(&body).as_bytes();
-        WriteOp::PutFile {
+        self.files.write(FileOp::PutFile {
             user: self.user.clone(),
             path,
             size: body.len() as u64,
@@ -99,7 +105,7 @@ impl Bench {
             hash,
             content_type: "application/octet-stream".into(),
             quota: None,
-        }
+        })
     }
 
     /// One pilot, then `batch` PUTs while the writer commits it; the time of the batch only.
@@ -108,7 +114,7 @@ impl Bench {
             "/pub/bench/pilot".into(),
             Bytes::from(vec![1u8; self.pilot_size]),
         );
-        let ops: Vec<WriteOp> = (0..batch)
+        let ops: Vec<FileWrite> = (0..batch)
             .map(|i| {
                 self.put(
                     format!("/pub/bench/{round}/{i}"),
@@ -204,7 +210,7 @@ fn scan(c: &mut Criterion) {
             }
         }
     });
-    let last = bench.store.last_seq().expect("last seq");
+    let last = bench.log.last_seq().expect("last seq");
     let mut group = c.benchmark_group("event_log_scan");
     for range in [100usize, 1_000, 10_000] {
         group.throughput(Throughput::Elements(range as u64));
@@ -213,8 +219,8 @@ fn scan(c: &mut Criterion) {
             b.iter(|| {
                 let mut count = 0usize;
                 bench
-                    .store
-                    .scan_events(after, range, |event| {
+                    .log
+                    .scan(after, range, |event| {
                         black_box(&event);
                         count += 1;
                         true

@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hearth::events::subscriptions::{Pattern, SubscriberId, SubscriptionTables};
+use hearth::log::subscriptions::{Pattern, SubscriberId, SubscriptionTables};
 
 const TARGETS: usize = 256;
 /// Distinct app folders that any-user filler patterns name.

@@ -2,10 +2,11 @@
 //! each live grant currently has, and the PoP proofs already spent (to refuse replays).
 
 use heed::types::{Bytes, Str, U64};
-use heed::{byteorder::BigEndian, Env, RwTxn, WithoutTls};
+use heed::{byteorder::BigEndian, RwTxn};
 
-use super::Migration;
-use crate::storage::schema::names;
+use crate::files::tables::names;
+use crate::store::migrate::Migration;
+use crate::store::Env;
 
 pub const MIGRATION: Migration = Migration {
     version: 2,
@@ -13,7 +14,7 @@ pub const MIGRATION: Migration = Migration {
     apply,
 };
 
-fn apply(env: &Env<WithoutTls>, txn: &mut RwTxn) -> heed::Result<()> {
+fn apply(env: &Env, txn: &mut RwTxn) -> heed::Result<()> {
     env.create_database::<Str, Bytes>(txn, Some(names::GRANTS))?;
     env.create_database::<Bytes, Bytes>(txn, Some(names::BEARER_SESSIONS))?;
     env.create_database::<Bytes, U64<BigEndian>>(txn, Some(names::POP_NONCES))?;

@@ -4,18 +4,23 @@
 //! of it is committed and the server does not start. To change the schema, add a file
 //! `mNNNN_what.rs` with the next version and append it to `ALL`.
 
-use heed::{Env, RwTxn, WithoutTls};
+//! The steps create every layer's tables (`log`, `files`), so this list lives at the top of
+//! the crate; the runner in `store::migrate` only applies what it is given.
+
+use crate::store::migrate::Migration;
 
 mod m0001_initial;
 mod m0002_grants;
-
-/// One step of the schema.
-pub struct Migration {
-    /// The schema version after this step; versions count up from 1 without gaps.
-    pub version: u32,
-    pub name: &'static str,
-    pub apply: fn(&Env<WithoutTls>, &mut RwTxn) -> heed::Result<()>,
-}
+mod m0003_event_log_v2;
 
 /// Every migration this build knows, in order.
-pub const ALL: &[Migration] = &[m0001_initial::MIGRATION, m0002_grants::MIGRATION];
+pub const ALL: &[Migration] = &[
+    m0001_initial::MIGRATION,
+    m0002_grants::MIGRATION,
+    m0003_event_log_v2::MIGRATION,
+];
+
+/// The schema version this build writes.
+pub fn current_version() -> u32 {
+    ALL.last().map_or(0, |m| m.version)
+}

@@ -5,18 +5,19 @@
 #
 # PID is the server's process id (memory and CPU are read from /proc/PID); URL defaults to
 # http://127.0.0.1:6287. The server must allow open signup, and `ulimit -n` must allow
-# 10,100 descriptors for both it and this script. Set HEARTH to the hearth binary
-# (default: target/release/hearth) and STREAM=events-stream to aim the subscriber scenarios
-# at Pubky's /events-stream instead of Hearth's /firehose (for other homeservers).
+# 10,100 descriptors for both it and this script. Set HEARTH_LOAD to the load tool (default:
+# target/release/hearth-load, from `cargo build --release -p hearth-load`) and
+# STREAM=events-stream to aim the subscriber scenarios at Pubky's /events-stream instead of
+# Hearth's /firehose (for other homeservers).
 # The replay scenario reads the whole log: the put runs fill it first, so the order matters.
 set -euo pipefail
 pid=${1:?usage: load-suite.sh PID [URL] [RUNS] [OUT]}
 url=${2:-http://127.0.0.1:6287}
 runs=${3:-3}
 out=${4:-load-results.jsonl}
-hearth=${HEARTH:-target/release/hearth}
+hearth_load=${HEARTH_LOAD:-target/release/hearth-load}
 stream=${STREAM:-firehose}
-load() { "$hearth" load --url "$url" --pid "$pid" "$@" | tee -a "$out"; }
+load() { "$hearth_load" --url "$url" --pid "$pid" "$@" | tee -a "$out"; }
 
 ulimit -n 20000 2>/dev/null || true
 for _ in $(seq "$runs"); do load put --users 32 --writers 32 --files 50000 --size 256; done

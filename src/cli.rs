@@ -9,9 +9,24 @@ use pubky_common::auth::AuthToken;
 use pubky_common::capabilities::Capabilities;
 use pubky_common::crypto::Keypair;
 
-use crate::config::{Config, ServeArgs};
-use crate::error::{Error, Result};
-use crate::server::Server;
+use crate::config::{Config, ConfigError, ServeArgs};
+use crate::server::{Server, ServerError};
+
+/// Why a command failed; printed as `hearth: <message>`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// What the command was asked to do cannot be done (a file that exists, a bad argument).
+    #[error("{0}")]
+    Usage(String),
+    #[error("i/o failure: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, CliError>;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,12 +39,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of `ServeArgs` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (LMDB in ./hearth-data, on 127.0.0.1:6287, unless told otherwise).
     Serve(ServeArgs),
-    /// Load-test a running homeserver over HTTP (127.0.0.1 only): put, replay, live, idle, slow.
-    Load(crate::load::LoadArgs),
     /// Create a user keypair: writes the secret key file, prints the public key (z32).
     Keygen {
         /// Where to write the secret key (hex); refuses to overwrite.
@@ -55,9 +70,6 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(Config::load(&args)?).await,
-        Command::Load(args) => crate::load::run(args)
-            .await
-            .map_err(|err| Error::bad_request(format!("load: {err}"))),
         Command::Keygen { out } => keygen(&out),
         Command::Token {
             secret_file,
@@ -101,7 +113,7 @@ async fn wait_for_signal() -> Result<()> {
 
 fn keygen(out: &std::path::Path) -> Result<()> {
     if out.exists() {
-        return Err(Error::Conflict(format!(
+        return Err(CliError::Usage(format!(
             "{} exists; not overwriting a key",
             out.display()
         )));
@@ -113,12 +125,11 @@ fn keygen(out: &std::path::Path) -> Result<()> {
 }
 
 fn token(secret_file: &std::path::Path, caps: &str, out: Option<&std::path::Path>) -> Result<()> {
-    let keypair = Keypair::from_secret_key_file(secret_file).map_err(|err| {
-        Error::bad_request(format!("cannot read {}: {err}", secret_file.display()))
-    })?;
+    let keypair = Keypair::from_secret_key_file(secret_file)
+        .map_err(|err| CliError::Usage(format!("cannot read {}: {err}", secret_file.display())))?;
     let capabilities: Capabilities = caps
         .parse()
-        .map_err(|err| Error::bad_request(format!("bad --caps {caps:?}: {err}")))?;
+        .map_err(|err| CliError::Usage(format!("bad --caps {caps:?}: {err}")))?;
     let bytes = AuthToken::sign(&keypair, capabilities).serialize();
     match out {
         Some(path) => std::fs::write(path, bytes)?,

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+/// A configuration that cannot work; the message says which setting and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Who may sign up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -140,6 +145,12 @@ pub struct ServeArgs {
     pub max_connections: Option<usize>,
 }
 
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
 impl Config {
     /// Build the configuration from a file (if named) and the flags/environment.
     pub fn load(args: &ServeArgs) -> Result<Config> {
@@ -216,24 +227,24 @@ impl Config {
 
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|err| {
-            Error::bad_request(format!("cannot read config {}: {err}", path.display()))
+            ConfigError::new(format!("cannot read config {}: {err}", path.display()))
         })?;
         toml::from_str(&text)
-            .map_err(|err| Error::bad_request(format!("config {}: {err}", path.display())))
+            .map_err(|err| ConfigError::new(format!("config {}: {err}", path.display())))
     }
 
     /// Refuse settings that cannot work, before anything starts.
     pub fn validate(&self) -> Result<()> {
         if self.admin_listen.is_some() && self.admin_password.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::bad_request(
+            return Err(ConfigError::new(
                 "admin_listen is set but admin_password is not: the admin listener needs a password",
             ));
         }
         if self.keepalive_secs == 0 {
-            return Err(Error::bad_request("keepalive_secs must be at least 1"));
+            return Err(ConfigError::new("keepalive_secs must be at least 1"));
         }
         if self.max_patterns == 0 {
-            return Err(Error::bad_request("max_patterns must be at least 1"));
+            return Err(ConfigError::new("max_patterns must be at least 1"));
         }
         for (name, secs) in [
             ("head_timeout_secs", self.head_timeout_secs),
@@ -241,11 +252,11 @@ impl Config {
             ("body_stall_secs", self.body_stall_secs),
         ] {
             if secs == 0 {
-                return Err(Error::bad_request(format!("{name} must be at least 1")));
+                return Err(ConfigError::new(format!("{name} must be at least 1")));
             }
         }
         if self.max_connections == Some(0) {
-            return Err(Error::bad_request("max_connections must be at least 1"));
+            return Err(ConfigError::new("max_connections must be at least 1"));
         }
         Ok(())
     }

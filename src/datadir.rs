@@ -9,7 +9,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+/// Why the data directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// Another server holds it.
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, DataDirError>;
 
 pub const LOCK_FILE: &str = "hearth.lock";
 
@@ -33,14 +43,14 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(|err| {
-                Error::Io(std::io::Error::new(
+                DataDirError::Io(std::io::Error::new(
                     err.kind(),
                     format!("cannot open the lock file {}: {err}", path.display()),
                 ))
             })?;
         if let Err(err) = try_lock_exclusive(&file) {
             if err.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(Error::Io(std::io::Error::new(
+                return Err(DataDirError::Io(std::io::Error::new(
                     err.kind(),
                     format!("cannot lock {}: {err}", path.display()),
                 )));
@@ -51,7 +61,7 @@ impl DataDirLock {
                 "" => "another process".to_string(),
                 pid => format!("another hearth server (pid {pid})"),
             };
-            return Err(Error::Conflict(format!(
+            return Err(DataDirError::InUse(format!(
                 "the data directory {} is in use by {holder}: stop it first, or give this \
                  server its own --data-dir",
                 data_dir.display()

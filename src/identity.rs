@@ -8,19 +8,27 @@ use std::path::Path;
 
 use pubky_common::crypto::Keypair;
 
-use crate::error::{Error, Result};
-
 pub const KEY_FILE: &str = "secret_key";
+
+/// Why the server's key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The key file exists but does not hold a key.
+    #[error("cannot read the server key {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("i/o failure: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, IdentityError>;
 
 /// Read the server's keypair from `data_dir`, creating it on first start.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair> {
     let path = data_dir.join(KEY_FILE);
     if path.exists() {
-        return Keypair::from_secret_key_file(&path).map_err(|err| {
-            Error::Corrupt(format!(
-                "cannot read the server key {}: {err}",
-                path.display()
-            ))
+        return Keypair::from_secret_key_file(&path).map_err(|err| IdentityError::Unreadable {
+            path: path.display().to_string(),
+            reason: err.to_string(),
         });
     }
     std::fs::create_dir_all(data_dir)?;

@@ -2,9 +2,29 @@
 //!
 //! A `FilePath` exists only in normalized, valid form, so storage and the firehose never see
 //! `//`, `.`, `..`, control characters or over-long segments. Percent-encoding is decoded here,
-//! which is why `%2e%2e` cannot be used to climb out of `/pub/`.
+//! which is why `%2e%2e` cannot be used to climb out of `/pub/`. Refusals are `PathError`s;
+//! the HTTP layer answers them with 400.
 
-use crate::error::{Error, Result};
+/// Why a path is refused; the message is what a client sees in its 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path is not valid UTF-8 once percent-decoded")]
+    NotUtf8,
+    #[error("path must start with /pub/")]
+    NotAbsolute,
+    #[error("path is {0} bytes long; at most {MAX_PATH_BYTES} are allowed")]
+    TooLong(usize),
+    #[error("path segment is {0} bytes long; at most {MAX_SEGMENT_BYTES} are allowed")]
+    SegmentTooLong(usize),
+    #[error("path contains a control character")]
+    ControlCharacter,
+    #[error("path {0} is outside /pub/")]
+    OutsidePub(String),
+    #[error("{0} is a directory; a file path must not end with /")]
+    IsDirectory(String),
+}
+
+type Result<T> = std::result::Result<T, PathError>;
 
 /// Every stored path lives under this root.
 pub const PUBLIC_ROOT: &str = "/pub/";
@@ -20,7 +40,7 @@ impl FilePath {
     pub fn from_uri_path(raw: &str) -> Result<Self> {
         let decoded = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
-            .map_err(|_| Error::bad_request("path is not valid UTF-8 once percent-decoded"))?;
+            .map_err(|_| PathError::NotUtf8)?;
         Self::parse(&decoded)
     }
 
@@ -28,13 +48,10 @@ impl FilePath {
     /// the root). The result must lie under `/pub/`.
     pub fn parse(path: &str) -> Result<Self> {
         if !path.starts_with('/') {
-            return Err(Error::bad_request("path must start with /pub/"));
+            return Err(PathError::NotAbsolute);
         }
         if path.len() > MAX_PATH_BYTES {
-            return Err(Error::bad_request(format!(
-                "path is {} bytes long; at most {MAX_PATH_BYTES} are allowed",
-                path.len()
-            )));
+            return Err(PathError::TooLong(path.len()));
         }
         let mut segments: Vec<&str> = Vec::new();
         for segment in path.split('/') {
@@ -45,13 +62,10 @@ impl FilePath {
                 }
                 _ => {
                     if segment.len() > MAX_SEGMENT_BYTES {
-                        return Err(Error::bad_request(format!(
-                            "path segment is {} bytes long; at most {MAX_SEGMENT_BYTES} are allowed",
-                            segment.len()
-                        )));
+                        return Err(PathError::SegmentTooLong(segment.len()));
                     }
                     if segment.chars().any(char::is_control) {
-                        return Err(Error::bad_request("path contains a control character"));
+                        return Err(PathError::ControlCharacter);
                     }
                     segments.push(segment);
                 }
@@ -71,9 +85,7 @@ impl FilePath {
             normalized.push('/');
         }
         if !normalized.starts_with(PUBLIC_ROOT) && normalized != "/pub/" {
-            return Err(Error::bad_request(format!(
-                "path {normalized} is outside /pub/"
-            )));
+            return Err(PathError::OutsidePub(normalized));
         }
         Ok(FilePath(normalized))
     }
@@ -90,10 +102,7 @@ impl FilePath {
     /// The path of a file: directories cannot be written or deleted.
     pub fn into_file(self) -> Result<Self> {
         if self.is_dir() {
-            return Err(Error::bad_request(format!(
-                "{} is a directory; a file path must not end with /",
-                self.0
-            )));
+            return Err(PathError::IsDirectory(self.0));
         }
         Ok(self)
     }

@@ -2,8 +2,7 @@
 //!
 //! `Server::start` locks the data directory, opens the store, starts the writer, binds the
 //! listeners and serves until `shutdown` is called; `stopped` then waits for in-flight requests
-//! to finish (at most the shutdown grace), the writer to drain, and LMDB to close. The binary
-//! and the tests use exactly this path.
+//! to finish (at most the shutdown grace), the writer to drain, and LMDB to close. The binary and the tests use exactly this path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,16 +11,40 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::datadir::DataDirLock;
-use crate::error::{Error, Result};
-use crate::events::hub::{Hub, DEFAULT_MAILBOX};
+use crate::config::{Config, ConfigError};
+use crate::datadir::{DataDirError, DataDirLock};
+use crate::files::Files;
 use crate::http::serve::{self, Listener};
 use crate::http::{self, AppState};
-use crate::identity;
-use crate::storage::schema::meta_keys;
-use crate::storage::writer::{CommitListener, Writer};
-use crate::storage::{Store, StoreOptions};
+use crate::identity::{self, IdentityError};
+use crate::log::hub::{Hub, DEFAULT_MAILBOX};
+use crate::log::EventLog;
+use crate::log::{CommitListener, Writer};
+use crate::migrations;
+use crate::store::{meta_keys, Store, StoreError, StoreOptions};
+
+/// Why a server could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("i/o failure: {0}")]
+    Io(#[from] std::io::Error),
+    /// The data directory belongs to another key.
+    #[error("{0}")]
+    KeyMismatch(String),
+    /// A task of the server's own panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Task(String),
+}
+
+type Result<T> = std::result::Result<T, ServerError>;
 
 /// A running server.
 pub struct Server {
@@ -29,7 +52,8 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     public_key: String,
-    store: Store,
+    files: Files,
+    log: EventLog,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
@@ -47,15 +71,18 @@ impl Server {
             sync: config.sync,
         };
         let data_dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &options))
-            .await
-            .map_err(|err| Error::Corrupt(format!("opening the store panicked: {err}")))??;
+        let store =
+            tokio::task::spawn_blocking(move || Store::open(&data_dir, &options, migrations::ALL))
+                .await
+                .map_err(|err| ServerError::Task(format!("opening the store failed: {err}")))??;
         check_server_key(&store, &public_key)?;
+        let log = EventLog::open(&store)?;
+        let files = Files::open(&store)?;
 
-        let hub = Hub::new(store.last_seq()?, DEFAULT_MAILBOX);
+        let hub = Hub::new(log.last_seq()?, DEFAULT_MAILBOX);
         let publisher = Arc::clone(&hub);
         let on_commit: CommitListener = Arc::new(move |events| publisher.publish(events));
-        let (writer, writer_thread) = Writer::start(store.clone(), on_commit)?;
+        let (writer, writer_thread) = Writer::start(&store, log.clone(), on_commit)?;
 
         let listener = bind(config.listen).await?;
         let addr = listener.local_addr()?;
@@ -83,9 +110,9 @@ impl Server {
         let limits = config.connection_limits();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let served_store = store.clone();
         let state = AppState {
-            store: store.clone(),
+            files: files.clone(),
+            log: log.clone(),
             writer,
             config: Arc::new(config),
             server_key: public_key.clone().into(),
@@ -151,7 +178,7 @@ impl Server {
                 store.close();
             })
             .await
-            .map_err(|err| Error::Corrupt(format!("closing the store panicked: {err}")))?;
+            .map_err(|err| ServerError::Task(format!("closing the store failed: {err}")))?;
             drop(lock);
             Ok(())
         });
@@ -161,7 +188,8 @@ impl Server {
             admin_addr,
             tls_addr,
             public_key,
-            store: served_store,
+            files,
+            log,
             shutdown,
             task,
         })
@@ -194,18 +222,25 @@ impl Server {
         let _ = self.shutdown.send(true);
     }
 
-    /// The store being served, for reading what is committed (tests, tools).
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The homeserver's state being served, for reading what is committed (tests, tools).
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
+    /// The event log being served.
+    pub fn log(&self) -> &EventLog {
+        &self.log
     }
 
     /// Wait until the server has stopped and the store is closed.
     pub async fn stopped(self) -> Result<()> {
-        let Server { store, task, .. } = self;
-        // The store closes once every handle is gone, this one included.
-        drop(store);
+        let Server {
+            files, log, task, ..
+        } = self;
+        // The store closes once every handle is gone, these included.
+        drop((files, log));
         task.await
-            .map_err(|err| Error::Corrupt(format!("the server task failed: {err}")))?
+            .map_err(|err| ServerError::Task(format!("the server task failed: {err}")))?
     }
 }
 
@@ -214,7 +249,7 @@ const ADMIN_CONNECTIONS: usize = 64;
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|err| {
-        Error::Io(std::io::Error::new(
+        ServerError::Io(std::io::Error::new(
             err.kind(),
             format!("cannot listen on {addr}: {err}"),
         ))
@@ -228,9 +263,9 @@ async fn signalled(mut shutdown: watch::Receiver<bool>) {
 /// The store remembers which key served it; a different key file is a mistake to stop at.
 fn check_server_key(store: &Store, public_key: &str) -> Result<()> {
     match store.meta(meta_keys::SERVER_KEY)? {
-        None => store.put_meta(meta_keys::SERVER_KEY, public_key.as_bytes()),
+        None => Ok(store.put_meta(meta_keys::SERVER_KEY, public_key.as_bytes())?),
         Some(stored) if stored == public_key.as_bytes() => Ok(()),
-        Some(stored) => Err(Error::Corrupt(format!(
+        Some(stored) => Err(ServerError::KeyMismatch(format!(
             "this data directory was served by key {}, but its key file now holds {public_key}; \
              restore the original {} file",
             String::from_utf8_lossy(&stored),

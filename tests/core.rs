@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::{raw_request, sign_token, TestServer, User};
-use hearth::events::{hash_base64, EventKind};
+use hearth::log::{hash_base64, EventKind};
 use pubky_common::crypto::Keypair;
 use reqwest::{Method, StatusCode};
 
@@ -141,9 +141,9 @@ async fn walkthrough_signup_put_get_list_delete() {
         kinds[5],
         (6, EventKind::Del, "/pub/app/profile.json".into())
     );
-    let first = events[0].content.as_ref().expect("PUT carries content");
-    assert_eq!(first.size, body.len() as u64);
-    assert_eq!(first.hash, *blake3::hash(&body).as_bytes());
+    let first = &events[0];
+    assert_eq!(first.size, Some(body.len() as u64));
+    assert_eq!(first.hash, Some(*blake3::hash(&body).as_bytes()));
 
     // Sessions: read, sign out, sign in again.
     let session = alice.request(Method::GET, "/session").send().await.unwrap();
@@ -228,7 +228,7 @@ async fn snapshot(hs: &TestServer, users: &[&User]) -> Snapshot {
     Snapshot {
         files,
         events: hs.events().iter().map(|e| (e.seq, e.key.clone())).collect(),
-        last_seq: hs.server.store().last_seq().unwrap(),
+        last_seq: hs.server.log().last_seq().unwrap(),
     }
 }
 
@@ -765,10 +765,7 @@ async fn concurrent_writers_get_gapless_sequences_in_commit_order() {
         );
     }
     // Each writer's writes (sequential on its side) committed in its order.
-    let by_hash: HashMap<[u8; 32], u64> = events
-        .iter()
-        .map(|e| (e.content.as_ref().unwrap().hash, e.seq))
-        .collect();
+    let by_hash: HashMap<[u8; 32], u64> = events.iter().map(|e| (e.hash.unwrap(), e.seq)).collect();
     for acked in &acked_per_writer {
         let seqs: Vec<u64> = acked
             .iter()
@@ -782,7 +779,7 @@ async fn concurrent_writers_get_gapless_sequences_in_commit_order() {
     // What is stored is what the last event of each file says.
     let mut last: BTreeMap<String, [u8; 32]> = BTreeMap::new();
     for event in &events {
-        last.insert(event.key.clone(), event.content.as_ref().unwrap().hash);
+        last.insert(event.key.clone(), event.hash.unwrap());
     }
     for user in &users {
         for (key, hash) in last

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{TestServer, User};
 use futures_util::StreamExt;
-use hearth::events::id;
-use hearth::events::{Event, EventKind};
+use hearth::ids as id;
+use hearth::log::{Event, EventKind};
 use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -502,9 +502,11 @@ async fn seed_subscriptions_deliver_exactly_what_they_match() {
             match event.kind {
                 EventKind::Put => {
                     assert_eq!(message.event.as_deref(), Some("PUT"));
-                    let content = event.content.as_ref().expect("content");
-                    assert_eq!(json["size"], content.size);
-                    assert_eq!(json["hash"], hearth::events::hash_base64(&content.hash));
+                    assert_eq!(json["size"], event.size.expect("size"));
+                    assert_eq!(
+                        json["hash"],
+                        hearth::log::hash_base64(&event.hash.expect("hash"))
+                    );
                 }
                 EventKind::Del => {
                     assert_eq!(message.event.as_deref(), Some("DEL"));

@@ -167,7 +167,7 @@ async fn sdk_flow_signup_session_put_get_delete_refresh_signout() {
     let app = App::new(&hs).await;
     assert_eq!(app.server.z32(), hs.server.public_key());
     app.signup().await;
-    assert!(hs.server.store().user(&app.z32()).unwrap().is_some());
+    assert!(hs.server.files().user(&app.z32()).unwrap().is_some());
 
     let before = now();
     let (claims, grant, session) = app.signin("/:rw").await;
@@ -374,14 +374,14 @@ struct Snapshot {
     events: Vec<(u64, String)>,
     last_seq: u64,
     users: Vec<bool>,
-    grants: Vec<Option<hearth::storage::schema::GrantRecord>>,
+    grants: Vec<Option<hearth::files::GrantRecord>>,
 }
 
 fn snapshot(hs: &TestServer, users: &[String], grants: &[String]) -> Snapshot {
-    let store = hs.server.store();
+    let store = hs.server.files();
     Snapshot {
         events: hs.events().iter().map(|e| (e.seq, e.key.clone())).collect(),
-        last_seq: store.last_seq().unwrap(),
+        last_seq: hs.server.log().last_seq().unwrap(),
         users: users
             .iter()
             .map(|u| store.user(u).unwrap().is_some())
@@ -722,7 +722,7 @@ async fn grant_signup_honours_token_mode() {
         attempt("/auth/grant/signup?signup_token=AAAA-BBBB-CCCC".into()).await,
         StatusCode::UNAUTHORIZED
     );
-    assert!(hs.server.store().user(&app.z32()).unwrap().is_none());
+    assert!(hs.server.files().user(&app.z32()).unwrap().is_none());
     assert_eq!(
         attempt(format!("/auth/grant/signup?signup_token={token}")).await,
         StatusCode::NO_CONTENT

@@ -1,9 +1,11 @@
 //! Schema versioning on a real LMDB: a store made by an older version is migrated in order, a
 //! store from the future is refused, and migrating keeps what was stored.
 
-use hearth::storage::migrate::{current_version, migrate, Migration, ALL};
-use hearth::storage::schema::meta_keys;
-use hearth::storage::{Store, StoreOptions};
+use hearth::files::Files;
+use hearth::log::{Event, EventKind, EventLog};
+use hearth::migrations::{current_version, ALL};
+use hearth::store::migrate::{migrate, Migration};
+use hearth::store::{meta_keys, Store, StoreOptions};
 use heed::types::{Bytes, Str};
 use heed::{Env, RwTxn, WithoutTls};
 
@@ -12,6 +14,10 @@ fn options() -> StoreOptions {
         map_size: 1 << 30,
         sync: true,
     }
+}
+
+fn last_seq(store: &Store) -> u64 {
+    EventLog::open(store).unwrap().last_seq().unwrap()
 }
 
 fn schema_version(store: &Store) -> u32 {
@@ -40,7 +46,7 @@ fn copy_last_seq(env: &Env<WithoutTls>, txn: &mut RwTxn) -> heed::Result<()> {
 #[test]
 fn a_new_store_is_at_the_current_version() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), &options()).unwrap();
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
     assert_eq!(schema_version(&store), current_version());
     assert_eq!(current_version(), ALL.len() as u32);
 }
@@ -49,7 +55,7 @@ fn a_new_store_is_at_the_current_version() {
 fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path(), &options()).unwrap();
+        let store = Store::open(dir.path(), &options(), ALL).unwrap();
         store
             .put_meta(meta_keys::LAST_SEQ, &41u64.to_be_bytes())
             .unwrap();
@@ -61,13 +67,13 @@ fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
         name: "copy last_seq (test)",
         apply: copy_last_seq,
     });
-    let store = Store::open_with(dir.path(), &options(), &steps).unwrap();
+    let store = Store::open(dir.path(), &options(), &steps).unwrap();
     assert_eq!(schema_version(&store), current_version() + 1);
-    assert_eq!(store.last_seq().unwrap(), 41, "migrating keeps the data");
+    assert_eq!(last_seq(&store), 41, "migrating keeps the data");
     store.close();
 
     // The migrated store is read back by the code that knows the new version, unchanged.
-    let store = Store::open_with(dir.path(), &options(), &steps).unwrap();
+    let store = Store::open(dir.path(), &options(), &steps).unwrap();
     assert_eq!(schema_version(&store), current_version() + 1);
     store.close();
 }
@@ -76,7 +82,7 @@ fn an_older_store_is_migrated_in_order_and_keeps_its_data() {
 fn a_store_from_the_future_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path(), &options()).unwrap();
+        let store = Store::open(dir.path(), &options(), ALL).unwrap();
         store
             .put_meta(
                 meta_keys::SCHEMA_VERSION,
@@ -85,7 +91,7 @@ fn a_store_from_the_future_is_refused_with_a_clear_message() {
             .unwrap();
         store.close();
     }
-    let err = match Store::open(dir.path(), &options()) {
+    let err = match Store::open(dir.path(), &options(), ALL) {
         Ok(_) => panic!("a store from the future must be refused"),
         Err(err) => err.to_string(),
     };
@@ -102,15 +108,15 @@ fn a_failing_migration_commits_nothing() {
         )))
     }
     let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path(), &options()).unwrap().close();
+    Store::open(dir.path(), &options(), ALL).unwrap().close();
     let mut steps = all_steps();
     steps.push(Migration {
         version: current_version() + 1,
         name: "fails",
         apply: fails,
     });
-    assert!(Store::open_with(dir.path(), &options(), &steps).is_err());
-    let store = Store::open(dir.path(), &options()).unwrap();
+    assert!(Store::open(dir.path(), &options(), &steps).is_err());
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
     assert_eq!(
         schema_version(&store),
         current_version(),
@@ -129,33 +135,166 @@ fn all_steps() -> Vec<Migration> {
         .collect()
 }
 
+/// Build a store at an older schema `version` with heed directly, as that version's code
+/// would have, and `fill` it in one transaction.
+fn build_older_store(
+    dir: &std::path::Path,
+    version: u32,
+    fill: impl FnOnce(&Env<WithoutTls>, &mut RwTxn),
+) {
+    let lmdb = dir.join("lmdb");
+    std::fs::create_dir_all(&lmdb).unwrap();
+    let mut open = heed::EnvOpenOptions::new().read_txn_without_tls();
+    open.map_size(1 << 30).max_dbs(16);
+    // SAFETY: opened once here and closed before the store opens the same directory.
+    let env = unsafe { open.open(&lmdb).unwrap() };
+    assert_eq!(migrate(&env, &ALL[..version as usize]).unwrap(), version);
+    let mut txn = env.write_txn().unwrap();
+    fill(&env, &mut txn);
+    txn.commit().unwrap();
+    env.prepare_for_closing().wait();
+}
+
 /// A store written at version 1 (before the grant tables) opens under this build: migration 2
 /// adds the grant tables and keeps what version 1 stored.
 #[test]
 fn a_version_1_store_gains_the_grant_tables() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let lmdb = dir.path().join("lmdb");
-        std::fs::create_dir_all(&lmdb).unwrap();
-        let mut open = heed::EnvOpenOptions::new().read_txn_without_tls();
-        open.map_size(1 << 30).max_dbs(16);
-        // SAFETY: opened once here and closed before the store opens the same directory.
-        let env = unsafe { open.open(&lmdb).unwrap() };
-        assert_eq!(migrate(&env, &ALL[..1]).unwrap(), 1);
-        let mut txn = env.write_txn().unwrap();
+    build_older_store(dir.path(), 1, |env, txn| {
         let meta = env
-            .open_database::<Str, Bytes>(&txn, Some("meta"))
+            .open_database::<Str, Bytes>(txn, Some("meta"))
             .unwrap()
             .unwrap();
-        meta.put(&mut txn, meta_keys::LAST_SEQ, &7u64.to_be_bytes())
+        meta.put(txn, meta_keys::LAST_SEQ, &7u64.to_be_bytes())
             .unwrap();
-        txn.commit().unwrap();
-        env.prepare_for_closing().wait();
+    });
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
+    assert_eq!(schema_version(&store), current_version());
+    assert_eq!(last_seq(&store), 7);
+    let files = Files::open(&store).unwrap();
+    assert_eq!(files.grant("no-such-grant").unwrap(), None);
+    assert!(files.bearer_session(&[0; 32]).unwrap().is_none());
+    drop(files);
+    store.close();
+}
+
+/// An event as format 1 stored it (the sequence was the key): what m0003 re-encodes.
+#[derive(serde::Serialize)]
+struct EventV1 {
+    kind: KindV1,
+    key: String,
+    ts_ms: u64,
+    content: Option<ContentV1>,
+}
+
+#[derive(serde::Serialize)]
+enum KindV1 {
+    Put,
+    Del,
+}
+
+#[derive(serde::Serialize)]
+struct ContentV1 {
+    hash: [u8; 32],
+    size: u64,
+    content_type: String,
+}
+
+/// A store written at version 2, with events of several users in the first record format,
+/// is migrated: every event reads back as it was, and each user's index holds exactly that
+/// user's events, in order.
+#[test]
+fn a_version_2_log_is_re_encoded_and_indexed_by_user() {
+    let users: Vec<String> = (0..3)
+        .map(|_| pubky_common::crypto::Keypair::random().public_key().z32())
+        .collect();
+    let mut expected = Vec::new();
+    for seq in 1..=40u64 {
+        let user = &users[(seq as usize * 7) % users.len()];
+        let put = seq % 5 != 0;
+        expected.push(Event {
+            seq,
+            kind: if put { EventKind::Put } else { EventKind::Del },
+            key: format!("{user}/pub/app/{}.json", seq % 9),
+            ts_ms: 1_763_812_345_000 + seq,
+            hash: put.then_some([seq as u8; 32]),
+            size: put.then_some(seq * 10),
+            origin: None,
+        });
     }
-    let store = Store::open(dir.path(), &options()).unwrap();
-    assert_eq!(schema_version(&store), 2);
-    assert_eq!(store.last_seq().unwrap(), 7);
-    assert_eq!(store.grant("no-such-grant").unwrap(), None);
-    assert!(store.bearer_session(&[0; 32]).unwrap().is_none());
+    let dir = tempfile::tempdir().unwrap();
+    build_older_store(dir.path(), 2, |env, txn| {
+        let events = env
+            .open_database::<heed::types::U64<heed::byteorder::BigEndian>, Bytes>(
+                txn,
+                Some("events"),
+            )
+            .unwrap()
+            .unwrap();
+        for event in &expected {
+            let v1 = EventV1 {
+                kind: match event.kind {
+                    EventKind::Put => KindV1::Put,
+                    EventKind::Del => KindV1::Del,
+                },
+                key: event.key.clone(),
+                ts_ms: event.ts_ms,
+                content: event.hash.map(|hash| ContentV1 {
+                    hash,
+                    size: event.size.unwrap(),
+                    content_type: "application/json".into(),
+                }),
+            };
+            events
+                .put(txn, &event.seq, &postcard::to_stdvec(&v1).unwrap())
+                .unwrap();
+        }
+        let meta = env
+            .open_database::<Str, Bytes>(txn, Some("meta"))
+            .unwrap()
+            .unwrap();
+        meta.put(txn, meta_keys::LAST_SEQ, &40u64.to_be_bytes())
+            .unwrap();
+    });
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
+    assert_eq!(schema_version(&store), current_version());
+    let log = EventLog::open(&store).unwrap();
+    assert_eq!(log.last_seq().unwrap(), 40);
+    let mut all = Vec::new();
+    log.scan(0, usize::MAX, |event| {
+        all.push(event);
+        true
+    })
+    .unwrap();
+    assert_eq!(all, expected, "every event reads back equal");
+    for user in &users {
+        let mut theirs = Vec::new();
+        log.scan_user(user, 0, usize::MAX, |event| {
+            theirs.push(event);
+            true
+        })
+        .unwrap();
+        let want: Vec<&Event> = expected.iter().filter(|e| e.user() == user).collect();
+        assert!(!want.is_empty());
+        assert_eq!(theirs.iter().collect::<Vec<_>>(), want, "{user}'s events");
+        // Resuming after one of them, and a page of two.
+        let after = want[0].seq;
+        let mut page = Vec::new();
+        log.scan_user(user, after, 2, |event| {
+            page.push(event.seq);
+            true
+        })
+        .unwrap();
+        assert_eq!(page, want[1..3].iter().map(|e| e.seq).collect::<Vec<_>>());
+    }
+    let stranger = pubky_common::crypto::Keypair::random().public_key().z32();
+    let mut none = 0;
+    log.scan_user(&stranger, 0, usize::MAX, |_| {
+        none += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(none, 0);
+    drop(log);
     store.close();
 }

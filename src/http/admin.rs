@@ -8,10 +8,10 @@ use axum::routing::get;
 use axum::Router;
 use pubky_common::crypto::random_bytes;
 
+use super::error::{Error, Result};
 use super::AppState;
-use crate::error::{Error, Result};
-use crate::events::id;
-use crate::storage::writer::WriteOp;
+use crate::files::FileOp;
+use crate::ids;
 
 pub const PASSWORD_HEADER: &str = "x-admin-password";
 
@@ -56,8 +56,7 @@ async fn generate_signup_token(
     check_password(&state, &headers)?;
     let token = new_signup_token();
     state
-        .writer
-        .submit(WriteOp::MintSignupToken {
+        .write(FileOp::MintSignupToken {
             token: token.clone(),
         })
         .await?;
@@ -73,7 +72,7 @@ async fn generate_signup_token(
 /// 60 random bits as 12 Crockford characters in groups of four, as Pubky formats them.
 fn new_signup_token() -> String {
     let bits = u64::from_be_bytes(random_bytes::<8>()) >> 4;
-    let chars = id::encode(bits);
+    let chars = ids::encode(bits);
     let body = &chars[1..];
     format!("{}-{}-{}", &body[..4], &body[4..8], &body[8..])
 }
@@ -86,7 +85,7 @@ pub fn is_signup_token(token: &str) -> bool {
         && bytes[9] == b'-'
         && token
             .split('-')
-            .all(|group| group.len() == 4 && group.bytes().all(id::is_digit))
+            .all(|group| group.len() == 4 && group.bytes().all(ids::is_digit))
 }
 
 #[cfg(test)]

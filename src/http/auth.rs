@@ -13,13 +13,14 @@ use pubky_common::auth::{AuthToken, Error as TokenError};
 use pubky_common::crypto::random_bytes;
 use pubky_common::session::CookieSessionRecord;
 
-use super::tenant::{query_param, require_tenant, session_for, Credential};
+use super::admin::is_signup_token;
+use super::error::{Error, Result};
+use super::session::{session_for, Credential};
+use super::tenant::{query_param, require_tenant};
 use super::AppState;
 use crate::config::SignupMode;
-use crate::error::{Error, Result};
-use crate::events::id::Id;
-use crate::http::admin::is_signup_token;
-use crate::storage::writer::{UsedToken, WriteOp};
+use crate::files::{FileOp, UsedToken};
+use crate::ids::Id;
 
 /// Verify an AuthToken's signature and time window; the replay check happens at commit.
 fn verify_token(body: &[u8]) -> Result<(AuthToken, UsedToken)> {
@@ -86,7 +87,7 @@ fn session_cookie(
     HeaderValue::from_str(&format!(
         "{user}={value}; HttpOnly{attributes}; Path=/; Max-Age={max_age}"
     ))
-    .map_err(|_| Error::Corrupt("session cookie is not a valid header".into()))
+    .map_err(|_| Error::Internal("the session cookie is not a valid header".into()))
 }
 
 /// 200 with the session record and the cookie that carries it.
@@ -154,8 +155,7 @@ pub async fn signup(
     let signup_token = signup_token_for_mode(&state, signup_token, "/signup")?;
     let (secret, record) = new_session(&token);
     state
-        .writer
-        .submit(WriteOp::Signup {
+        .write(FileOp::Signup {
             user: user.clone(),
             auth: used,
             signup_token,
@@ -176,8 +176,7 @@ pub async fn signin(
     let user = token.public_key().z32();
     let (secret, record) = new_session(&token);
     state
-        .writer
-        .submit(WriteOp::Signin {
+        .write(FileOp::Signin {
             user: user.clone(),
             auth: used,
             session_secret: secret.clone(),
@@ -221,10 +220,7 @@ pub async fn delete_session(
     if let Ok(Credential::Cookie { secret, .. }) =
         session_for(&state, &headers, &user).map(|session| session.credential)
     {
-        state
-            .writer
-            .submit(WriteOp::DeleteSession { secret })
-            .await?;
+        state.write(FileOp::DeleteSession { secret }).await?;
     }
     let expired = session_cookie(&headers, &user, "", 0)?;
     Ok((StatusCode::OK, [(header::SET_COOKIE, expired)]).into_response())

@@ -12,15 +12,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::tenant::{authorize_write, query_pairs, require_tenant};
+use super::error::{Error, Result};
+use super::session::authorize_write;
+use super::tenant::{query_pairs, require_tenant};
 use super::AppState;
-use crate::error::{Error, Result};
-use crate::events::hash_base64;
+use crate::files::content::{self, receive};
+use crate::files::{FileMeta, FileOp, ListOptions};
+use crate::log::hash_base64;
 use crate::path::FilePath;
-use crate::storage::content::{self, receive, spool_dir};
-use crate::storage::schema::FileMeta;
-use crate::storage::writer::WriteOp;
-use crate::storage::ListOptions;
 
 const DEFAULT_LIST_LIMIT: usize = 100;
 const MAX_LIST_LIMIT: usize = 1000;
@@ -47,9 +46,9 @@ pub async fn put(
     if let (Some(length), Some(quota)) = (content_length(&headers), state.config.quota_bytes) {
         // Refuse early what cannot fit, before reading the body; the writer checks again
         // exactly, at commit, for bodies without a length and for racing writes.
-        let used = state.store.user(&user)?.map_or(0, |u| u.used_bytes);
+        let used = state.files.user(&user)?.map_or(0, |u| u.used_bytes);
         let existing = state
-            .store
+            .files
             .file(&user, path.as_str())?
             .map_or(0, |f| f.size);
         if used.saturating_sub(existing) + length > quota {
@@ -58,11 +57,10 @@ pub async fn put(
             )));
         }
     }
-    let received = receive(body.into_data_stream(), max, &spool_dir(state.store.dir())).await?;
+    let received = receive(body.into_data_stream(), max, &state.files.spool_dir()).await?;
     let content_type = detect_content_type(path.as_str(), &received.head);
     state
-        .writer
-        .submit(WriteOp::PutFile {
+        .write(FileOp::PutFile {
             user,
             path: path.as_str().to_string(),
             body: received.body,
@@ -85,8 +83,7 @@ pub async fn delete(
     let path = FilePath::from_uri_path(uri.path())?.into_file()?;
     authorize_write(&state, &headers, &user, path.as_str())?;
     state
-        .writer
-        .submit(WriteOp::DeleteFile {
+        .write(FileOp::DeleteFile {
             user,
             path: path.as_str().to_string(),
         })
@@ -109,7 +106,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
     }
     let length = meta.size;
     let mut response =
-        Body::from_stream(content::read_stream(state.store.clone(), meta.clone())).into_response();
+        Body::from_stream(content::read_stream(state.files.clone(), meta.clone())).into_response();
     file_headers(response.headers_mut(), &meta, length)?;
     Ok(response)
 }
@@ -129,7 +126,7 @@ pub async fn head(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
 
 fn find(state: &AppState, user: &str, path: &FilePath) -> Result<FileMeta> {
     state
-        .store
+        .files
         .file(user, path.as_str())?
         .ok_or_else(|| Error::NotFound(format!("no file at {path}")))
 }
@@ -165,7 +162,7 @@ fn last_modified(meta: &FileMeta) -> String {
 
 fn header_value(value: &str) -> Result<HeaderValue> {
     HeaderValue::from_str(value)
-        .map_err(|_| Error::Corrupt(format!("stored value {value:?} is not a valid header")))
+        .map_err(|_| Error::Internal(format!("stored value {value:?} is not a valid header")))
 }
 
 /// The validators (ETag, Last-Modified) and caching headers, shared by 200 and 304.
@@ -217,7 +214,7 @@ fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> bool {
 /// A directory listing: `pubky://<user><path>` lines joined by `\n`.
 fn list(state: &AppState, user: &str, dir: &FilePath, uri: &Uri) -> Result<Response> {
     let options = list_options(user, dir, uri)?;
-    let paths = state.store.list(user, dir.as_str(), &options)?;
+    let paths = state.files.list(user, dir.as_str(), &options)?;
     if paths.is_empty() && options.cursor.is_none() && options.limit > 0 {
         return Err(Error::NotFound(format!(
             "directory {dir} is empty or absent"

@@ -1,172 +1,24 @@
-//! `GET /firehose`: the native event stream (spec section 4), and the SSE plumbing it shares
-//! with Pubky's `/events-stream`.
+//! `GET /firehose`: the native event stream (spec section 4).
 //!
 //! A request is checked in full before anything streams (patterns, ids, limits), so every
 //! mistake is a plain 400/410 rather than a broken stream. Then the connection subscribes to
-//! the hub, and only after that reads the store: replay and live join without a gap.
+//! the hub, and only after that reads the log: replay and live join without a gap.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
+use super::error::{Error, Result};
+use super::sse::{check_position, last_event_id, sse_headers, stream_body, Format, Plan, RETRY_MS};
 use super::tenant::query_pairs;
 use super::AppState;
-use crate::error::{Error, Result};
-use crate::events::frame;
-use crate::events::hub::{Feed, SharedEvent, Step};
-use crate::events::id::{self, Id};
-use crate::events::subscriptions::{Pattern, PatternSet};
-use crate::storage::Store;
+use crate::ids;
+use crate::log::frame;
+use crate::log::hub::Feed;
+use crate::log::subscriptions::{Pattern, PatternSet};
 
-/// What a browser's `EventSource` waits before reconnecting, in milliseconds.
-pub const RETRY_MS: u64 = 2000;
 /// The subscription when a request names none: every public event.
 pub const DEFAULT_PATTERN: &str = "*/pub/*";
-
-/// What a stream writes for each event.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Format {
-    Native,
-    Pubky,
-}
-
-impl Format {
-    fn frame(self, event: &SharedEvent) -> Bytes {
-        match self {
-            Format::Native => event.native_frame(),
-            Format::Pubky => event.pubky_frame(),
-        }
-    }
-}
-
-/// How a stream runs, once its request is accepted.
-pub(crate) struct Plan {
-    pub feed: Feed,
-    pub format: Format,
-    /// Close after this many events.
-    pub limit: Option<u64>,
-    /// Go on with live events after the replay; otherwise close once caught up.
-    pub live: bool,
-    pub keepalive: Duration,
-    /// Written once, first (the `retry:` line).
-    pub preamble: Option<Bytes>,
-    /// Written when idle for `keepalive`.
-    pub keepalive_frame: &'static [u8],
-}
-
-/// The response body of a stream: frames as the feed yields them, shared bytes, no copies.
-pub(crate) fn stream_body(plan: Plan) -> Body {
-    struct State {
-        plan: Plan,
-        sent: u64,
-    }
-    let state = State { plan, sent: 0 };
-    let stream = futures_util::stream::unfold(state, |mut state| async move {
-        if let Some(preamble) = state.plan.preamble.take() {
-            return Some((Ok::<Bytes, Infallible>(preamble), state));
-        }
-        loop {
-            if state.plan.limit.is_some_and(|limit| state.sent >= limit) {
-                return None;
-            }
-            match state.plan.feed.next(state.plan.keepalive).await {
-                Ok(Step::Event(event)) => {
-                    state.sent += 1;
-                    let bytes = state.plan.format.frame(&event);
-                    return Some((Ok(bytes), state));
-                }
-                Ok(Step::CaughtUp) if !state.plan.live => return None,
-                Ok(Step::CaughtUp) => continue,
-                Ok(Step::Idle) => {
-                    let bytes = Bytes::from_static(state.plan.keepalive_frame);
-                    return Some((Ok(bytes), state));
-                }
-                Ok(Step::Closed) => return None,
-                Err(err) => {
-                    // Headers are gone; ending the stream is all that is left. The client
-                    // resumes from the last id it saw.
-                    tracing::error!(error = %err, "event stream failed");
-                    return None;
-                }
-            }
-        }
-    });
-    Body::from_stream(stream)
-}
-
-/// Headers of every event stream: no caching, no buffering by proxies on the way.
-pub(crate) fn sse_headers(cache_control: &'static str) -> [(HeaderName, HeaderValue); 3] {
-    [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        ),
-        (
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(cache_control),
-        ),
-        (
-            HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        ),
-    ]
-}
-
-/// The `Last-Event-ID` header, if any (an empty one means none, as `EventSource` intends).
-pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
-    let Some(value) = headers.get("last-event-id") else {
-        return Ok(None);
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| Error::bad_request("Last-Event-ID is not an event id (not ASCII)"))?
-        .trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    id::decode(text)
-        .map(Some)
-        .map_err(|err| Error::bad_request(format!("Last-Event-ID {text:?}: {err}")))
-}
-
-/// Refuse a resume position the store cannot serve: ahead of the newest event (400), or
-/// before the oldest one retained (410).
-pub(crate) fn check_position(store: &Store, after: u64) -> Result<()> {
-    position_error(after, store.last_seq()?, store.first_seq()?).map_or(Ok(()), Err)
-}
-
-/// The rule of `check_position`, given the newest sequence ever assigned and the oldest one
-/// still in the log. With no retention the log starts at 1 and only the first check can fail.
-fn position_error(after: u64, newest: u64, oldest: Option<u64>) -> Option<Error> {
-    if after > newest {
-        return Some(Error::bad_request(format!(
-            "event id {} is ahead of the newest event, {}",
-            Id(after),
-            Id(newest)
-        )));
-    }
-    match oldest {
-        Some(oldest) if after.saturating_add(1) < oldest => Some(Error::Gone(format!(
-            "event id {} is older than the oldest retained event, {}; resume from lastSeq={} \
-             to read what is retained",
-            Id(after),
-            Id(oldest),
-            Id(oldest - 1)
-        ))),
-        None if after < newest => Some(Error::Gone(format!(
-            "event id {} is older than the oldest retained event: none is retained, the newest \
-             was {}",
-            Id(after),
-            Id(newest)
-        ))),
-        _ => None,
-    }
-}
 
 /// What a `/firehose` request asks for.
 #[derive(Debug)]
@@ -193,7 +45,7 @@ fn parse_request(uri: &Uri, headers: &HeaderMap, max_patterns: usize) -> Result<
                 subs.push(value);
             }
             "lastSeq" => {
-                let seq = id::decode(&value)
+                let seq = ids::decode(&value)
                     .map_err(|err| Error::bad_request(format!("lastSeq {value:?}: {err}")))?;
                 last_seq = Some(seq);
             }
@@ -246,9 +98,9 @@ pub async fn firehose(
     // Subscribe first: whatever commits from here on reaches this connection's mailbox.
     let subscription = state.hub.subscribe(PatternSet::new(request.patterns));
     if let Some(after) = request.after {
-        check_position(&state.store, after)?;
+        check_position(&state.log, after)?;
     }
-    let feed = Feed::new(state.store.clone(), subscription, request.after, None);
+    let feed = Feed::new(state.log.clone(), subscription, request.after, None);
     let plan = Plan {
         feed,
         format: Format::Native,
@@ -264,6 +116,7 @@ pub async fn firehose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn parse(query: &str, last_event_id: Option<&str>) -> Result<Request> {
         let uri: Uri = format!("/firehose?{query}").parse().expect("uri");
@@ -297,31 +150,6 @@ mod tests {
             (request.after, request.live, request.limit),
             (Some(0), false, Some(3))
         );
-    }
-
-    #[test]
-    fn positions_the_store_cannot_serve() {
-        let status =
-            |after, newest, oldest| position_error(after, newest, oldest).map(|e| e.status());
-        // No retention: the log starts at 1.
-        assert_eq!(status(0, 5, Some(1)), None);
-        assert_eq!(status(5, 5, Some(1)), None);
-        assert_eq!(
-            status(6, 5, Some(1)),
-            Some(axum::http::StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(status(0, 0, None), None);
-        // Retention dropped 1..=9.
-        assert_eq!(status(9, 20, Some(10)), None);
-        assert_eq!(status(8, 20, Some(10)), Some(axum::http::StatusCode::GONE));
-        assert_eq!(status(0, 20, Some(10)), Some(axum::http::StatusCode::GONE));
-        // Retention dropped everything.
-        assert_eq!(status(20, 20, None), None);
-        assert_eq!(status(19, 20, None), Some(axum::http::StatusCode::GONE));
-        let message = position_error(8, 20, Some(10))
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(message.contains("000000000000A"), "{message}");
     }
 
     #[test]

@@ -21,12 +21,13 @@ use pubky_common::crypto::{random_bytes, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{signup_token_for_mode, signup_token_param};
+use super::error::{Error, Result};
 use super::jws::{verify_grant, verify_grant_signature, verify_pop};
-use super::tenant::{Credential, Session};
+use super::session::{bearer_hash, bearer_session, Credential};
 use super::AppState;
-use crate::error::{Error, Result};
-use crate::storage::schema::{now_secs, BearerRecord, GrantRecord};
-use crate::storage::writer::{RevokeProof, SpentPop, WriteOp};
+use crate::clock::now_secs;
+use crate::files::{BearerRecord, FileOp, GrantRecord, RevokeProof, SpentPop};
+use crate::store::StoreError;
 
 /// The `client_id` a signup grant must carry: it buys an account, never a session.
 const SIGNUP_CLIENT_ID: &str = "pubky.signup";
@@ -34,8 +35,6 @@ const SIGNUP_CLIENT_ID: &str = "pubky.signup";
 const MAX_SIGNUP_GRANT_SECS: u64 = 5 * 60;
 /// A bearer lives an hour at most (never past its grant); clients refresh with a new PoP.
 const BEARER_LIFETIME_SECS: u64 = 3600;
-/// A bearer is 32 random bytes, base64url without padding: always 43 characters.
-const BEARER_LEN: usize = 43;
 
 /// The body of every grant request.
 #[derive(Deserialize)]
@@ -55,7 +54,7 @@ fn parse_request(body: &[u8]) -> Result<GrantRequest> {
 /// The server's own key: the audience every PoP must name.
 fn server_key(state: &AppState) -> Result<PublicKey> {
     PublicKey::try_from_z32(&state.server_key)
-        .map_err(|err| Error::Corrupt(format!("the server key does not parse: {err}")))
+        .map_err(|err| Error::Internal(format!("the server key does not parse: {err}")))
 }
 
 /// Check a PoP for `grant`; what the writer needs to spend it.
@@ -103,8 +102,7 @@ pub async fn signup(State(state): State<AppState>, uri: Uri, body: Bytes) -> Res
     let pop = check_pop(&state, &request.pop, &grant, now)?;
     let signup_token = signup_token_for_mode(&state, signup_token, "/auth/grant/signup")?;
     state
-        .writer
-        .submit(WriteOp::GrantSignup {
+        .write(FileOp::GrantSignup {
             user: grant.iss.z32(),
             pop,
             signup_token,
@@ -122,7 +120,7 @@ pub async fn create_session(State(state): State<AppState>, body: Bytes) -> Resul
     let grant_id = grant.jti.as_str().to_string();
     // Refused before the proof is looked at, as Pubky does; the writer checks again.
     if state
-        .store
+        .files
         .grant(&grant_id)?
         .is_some_and(|g| g.revoked_s.is_some())
     {
@@ -143,8 +141,7 @@ pub async fn create_session(State(state): State<AppState>, body: Bytes) -> Resul
         bearer: None,
     };
     state
-        .writer
-        .submit(WriteOp::GrantSession {
+        .write(FileOp::GrantSession {
             grant_id,
             grant: record,
             pop,
@@ -187,16 +184,16 @@ pub async fn get_session(State(state): State<AppState>, headers: HeaderMap) -> R
         token_expires_s,
     } = session.credential
     else {
-        return Err(Error::Corrupt("a bearer session without its grant".into()));
+        return Err(Error::Internal("a bearer session without its grant".into()));
     };
     let info = GrantSessionInfo {
         homeserver: server_key(&state)?,
         pubky: stored_key(&grant.user)?,
         client_id: ClientId::new(&grant.client_id)
-            .map_err(|err| Error::Corrupt(format!("stored client id: {err}")))?,
+            .map_err(|err| StoreError::Corrupt(format!("stored client id: {err}")))?,
         capabilities: session.capabilities,
         grant_id: GrantId::parse(&grant_id)
-            .map_err(|err| Error::Corrupt(format!("stored grant id: {err}")))?,
+            .map_err(|err| StoreError::Corrupt(format!("stored grant id: {err}")))?,
         token_expires_at: token_expires_s,
         grant_expires_at: grant.exp,
         created_at: grant.created_s,
@@ -217,7 +214,7 @@ pub async fn delete_session(
         let request = parse_request(&body)?;
         let grant = verify_grant_signature(&request.grant)?;
         let pop = check_pop(&state, &request.pop, &grant, now_secs())?;
-        Some(WriteOp::RevokeGrant {
+        Some(FileOp::RevokeGrant {
             grant_id: grant.jti.as_str().to_string(),
             proof: Some(RevokeProof {
                 pop,
@@ -227,7 +224,7 @@ pub async fn delete_session(
         })
     } else {
         bearer_session(&state, &headers)?.and_then(|session| match session.credential {
-            Credential::Bearer { grant_id, .. } => Some(WriteOp::RevokeGrant {
+            Credential::Bearer { grant_id, .. } => Some(FileOp::RevokeGrant {
                 grant_id,
                 proof: None,
             }),
@@ -235,64 +232,20 @@ pub async fn delete_session(
         })
     };
     if let Some(op) = op {
-        state.writer.submit(op).await?;
+        state.write(op).await?;
     }
     Ok(StatusCode::OK.into_response())
 }
 
-/// The session a request's `Authorization: Bearer` proves, if it proves one. A header that is
-/// not a bearer of ours, an unknown or expired bearer, or one whose grant was revoked or has
-/// expired is no session (the caller then tries cookies); only storage failures are errors.
-pub fn bearer_session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>> {
-    let Some(token) = bearer_token(headers) else {
-        return Ok(None);
-    };
-    let Some((bearer, grant)) = state.store.bearer_session(&bearer_hash(token))? else {
-        return Ok(None);
-    };
-    let now = now_secs();
-    if bearer.expires_s <= now || grant.exp <= now || grant.revoked_s.is_some() {
-        return Ok(None);
-    }
-    let capabilities = grant
-        .caps
-        .iter()
-        .map(|cap| {
-            cap.parse::<Capability>()
-                .map_err(|err| Error::Corrupt(format!("stored capability {cap:?}: {err}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Session {
-        user: grant.user.clone(),
-        capabilities,
-        credential: Credential::Bearer {
-            grant_id: bearer.grant_id,
-            grant,
-            token_expires_s: bearer.expires_s,
-        },
-    }))
-}
-
-/// The token of an `Authorization: Bearer <token>` header, when it has a bearer's shape.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && token.len() == BEARER_LEN).then_some(token)
-}
-
-/// Bearers are stored by hash: a copy of the store holds no usable token.
-fn bearer_hash(token: &str) -> [u8; 32] {
-    *blake3::hash(token.as_bytes()).as_bytes()
-}
-
 fn stored_key(z32: &str) -> Result<PublicKey> {
-    PublicKey::try_from_z32(z32).map_err(|err| Error::Corrupt(format!("stored key {z32:?}: {err}")))
+    PublicKey::try_from_z32(z32)
+        .map_err(|err| StoreError::Corrupt(format!("stored key {z32:?}: {err}")).into())
 }
 
 /// 200 with a JSON body. Never cached: it may carry a bearer.
 fn json<T: Serialize>(value: &T) -> Result<Response> {
     let body = serde_json::to_vec(value)
-        .map_err(|err| Error::Corrupt(format!("a response did not serialize: {err}")))?;
+        .map_err(|err| Error::Internal(format!("a response did not serialize: {err}")))?;
     Ok((
         [
             (

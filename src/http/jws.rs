@@ -14,7 +14,7 @@ use pubky_common::crypto::{PublicKey, Signature};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::error::Error;
+use super::error::Error;
 
 /// How far a PoP's `iat` may be from the server's clock, either way (as AuthTokens).
 pub const MAX_CLOCK_SKEW_SECS: u64 = 180;

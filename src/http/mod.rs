@@ -1,4 +1,5 @@
-//! The HTTP surface: one router, routes grouped by concern.
+//! The HTTP surface: one router, routes grouped by concern, and the only layer that knows
+//! status codes.
 //!
 //! - `auth`: signup and sessions (Pubky's cookie flow);
 //! - `grant`: signup and sessions by Pubky's grant flow (bearer tokens), with `jws` checking
@@ -6,20 +7,25 @@
 //! - `files`: `/pub/` reads, writes, deletes and listings;
 //! - `firehose`: the native event stream, `GET /firehose`;
 //! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
+//! - `sse`: the stream plumbing those two share;
 //! - `admin`: the separate, password-guarded admin listener;
 //! - `serve`: the connection layer under all of them (accept loops, TLS, deadlines, the
 //!   connection limit, a bounded stop, event streams written off hyper);
-//! - `tenant`: who a request is about, and whether its session may write there.
+//! - `tenant`: who a request is about; `session`: whether it proves a session that may write;
+//! - `error`: every failure of every layer, mapped to a status and a plain-text body.
 
 pub mod admin;
-pub mod auth;
-pub mod files;
-pub mod firehose;
-pub mod grant;
-pub mod jws;
-pub mod pubky_events;
+mod auth;
+mod error;
+mod files;
+mod firehose;
+mod grant;
+mod jws;
+mod pubky_events;
 pub mod serve;
-pub mod tenant;
+mod session;
+mod sse;
+mod tenant;
 
 use std::sync::Arc;
 
@@ -30,15 +36,21 @@ use axum::Router;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use error::Error;
+
 use crate::config::Config;
-use crate::events::hub::Hub;
-use crate::storage::writer::Writer;
-use crate::storage::Store;
+use crate::files::{FileOp, Files, FilesError, Written};
+use crate::log::hub::Hub;
+use crate::log::EventLog;
+use crate::log::Writer;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
+    /// The homeserver's state (reads; writes go through `writer`).
+    pub files: Files,
+    /// The event log, for replay.
+    pub log: EventLog,
     pub writer: Writer,
     pub config: Arc<Config>,
     /// The server's public key, z-base32.
@@ -47,6 +59,13 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Fans committed events out to the event streams.
     pub hub: Arc<Hub>,
+}
+
+impl AppState {
+    /// Run a file op through the writer; its answer once committed (or refused).
+    async fn write(&self, op: FileOp) -> Result<Written, FilesError> {
+        self.writer.submit(self.files.write(op)).await
+    }
 }
 
 /// The public router.
@@ -137,13 +156,13 @@ async fn info() -> impl axum::response::IntoResponse {
 }
 
 /// Reads of unknown routes are 404; writes anywhere but `/pub/` are refused as bad paths.
-async fn not_found(method: Method, uri: axum::http::Uri) -> crate::Error {
+async fn not_found(method: Method, uri: axum::http::Uri) -> Error {
     if method == Method::PUT || method == Method::DELETE {
-        crate::Error::bad_request(format!(
+        Error::bad_request(format!(
             "path {} is outside /pub/: only files under /pub/ can be written",
             uri.path()
         ))
     } else {
-        crate::Error::NotFound(format!("nothing at {}", uri.path()))
+        Error::NotFound(format!("nothing at {}", uri.path()))
     }
 }

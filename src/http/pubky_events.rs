@@ -16,14 +16,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use pubky_common::storage_path::StoragePath;
 
-use super::firehose::{last_event_id, sse_headers, stream_body, Format, Plan};
+use super::error::{Error, Result};
+use super::sse::{last_event_id, sse_headers, stream_body, Format, Plan};
 use super::tenant::query_pairs;
 use super::AppState;
-use crate::error::{Error, Result};
-use crate::events::hub::{Feed, Floors};
-use crate::events::subscriptions::{Pattern, PatternSet};
-use crate::events::{frame, Event, USER_KEY_LEN};
-use crate::storage::Store;
+use crate::keys;
+use crate::log::hub::{Feed, Floors};
+use crate::log::subscriptions::{Pattern, PatternSet};
+use crate::log::{frame, Event, EventLog, LogError};
 
 /// `/events/`: events per page unless asked otherwise, and at most.
 const DEFAULT_FEED_LIMIT: usize = 100;
@@ -63,10 +63,10 @@ pub async fn feed(State(state): State<AppState>, uri: Uri) -> Result<Response> {
             _ => {}
         }
     }
-    let store = state.store.clone();
-    let body = tokio::task::spawn_blocking(move || feed_page(&store, cursor, limit))
+    let log = state.log.clone();
+    let body = tokio::task::spawn_blocking(move || feed_page(&log, cursor, limit))
         .await
-        .map_err(|err| Error::Corrupt(format!("store read task failed: {err}")))??;
+        .map_err(|err| LogError::Task(err.to_string()))??;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
         body,
@@ -74,12 +74,12 @@ pub async fn feed(State(state): State<AppState>, uri: Uri) -> Result<Response> {
         .into_response())
 }
 
-fn feed_page(store: &Store, cursor: u64, limit: usize) -> Result<String> {
+fn feed_page(log: &EventLog, cursor: u64, limit: usize) -> Result<String> {
     let mut body = String::new();
     let mut last = None;
     let mut count = 0;
     if limit > 0 {
-        store.scan_events(cursor, usize::MAX, |event| {
+        log.scan(cursor, usize::MAX, |event| {
             if event.path().starts_with(crate::path::PUBLIC_ROOT) {
                 frame::feed_line(&mut body, &event);
                 body.push('\n');
@@ -153,8 +153,8 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
             Some((user, cursor)) => (user, Some(cursor.to_string())),
             None => (value.as_str(), None),
         };
-        let user = canonical_user(user)
-            .ok_or_else(|| Error::bad_request(format!("Invalid public key: {user}")))?;
+        let user = keys::canonical(user)
+            .map_err(|_| Error::bad_request(format!("Invalid public key: {user}")))?;
         match users.iter_mut().find(|(known, _)| *known == user) {
             Some(entry) => entry.1 = cursor,
             None => users.push((user, cursor)),
@@ -215,16 +215,6 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
     })
 }
 
-/// A user key as events carry it, if `text` is exactly one (raw z-base32, canonical).
-fn canonical_user(text: &str) -> Option<String> {
-    if text.len() != USER_KEY_LEN {
-        return None;
-    }
-    let key = pkarr::PublicKey::try_from(text).ok()?;
-    let canonical = key.to_string();
-    (canonical == text).then_some(canonical)
-}
-
 /// The patterns of a stream: each path filter, for each user.
 fn stream_patterns(request: &StreamRequest) -> PatternSet {
     PatternSet::new(request.users.iter().flat_map(|(user, _)| {
@@ -261,7 +251,7 @@ pub async fn stream(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
 async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response> {
     let mut request = parse_stream_request(uri)?;
     for (user, _) in &request.users {
-        if state.store.user(user)?.is_none() {
+        if state.files.user(user)?.is_none() {
             return Err(Error::NotFound(format!(
                 "User not found: {user} has no account on this server"
             )));
@@ -276,7 +266,7 @@ async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
     let patterns = stream_patterns(&request);
     let limit = request.limit.map(u64::from);
     let body = if request.reverse {
-        reverse_body(state.store.clone(), patterns, &request, limit)
+        reverse_body(state.log.clone(), patterns, &request, limit)
     } else {
         let floors: Floors = request
             .users
@@ -285,7 +275,7 @@ async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
             .collect();
         let after = floors.values().copied().min().unwrap_or(0);
         let subscription = state.hub.subscribe(patterns);
-        let feed = Feed::new(state.store.clone(), subscription, Some(after), Some(floors));
+        let feed = Feed::new(state.log.clone(), subscription, Some(after), Some(floors));
         stream_body(Plan {
             feed,
             format: Format::Pubky,
@@ -301,7 +291,7 @@ async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
 
 /// Newest first, each user's events before its cursor (or from the newest), then close.
 fn reverse_body(
-    store: Store,
+    log: EventLog,
     patterns: PatternSet,
     request: &StreamRequest,
     limit: Option<u64>,
@@ -313,7 +303,7 @@ fn reverse_body(
         .collect();
     let before = ceilings.values().copied().max().unwrap_or(u64::MAX);
     struct State {
-        store: Store,
+        log: EventLog,
         patterns: std::sync::Arc<PatternSet>,
         ceilings: std::sync::Arc<HashMap<String, u64>>,
         /// Read events strictly below this next.
@@ -323,7 +313,7 @@ fn reverse_body(
         exhausted: bool,
     }
     let state = State {
-        store,
+        log,
         patterns: std::sync::Arc::new(patterns),
         ceilings: std::sync::Arc::new(ceilings),
         before,
@@ -343,13 +333,13 @@ fn reverse_body(
             if state.exhausted {
                 return None;
             }
-            let store = state.store.clone();
+            let log = state.log.clone();
             let patterns = std::sync::Arc::clone(&state.patterns);
             let ceilings = std::sync::Arc::clone(&state.ceilings);
             let before = state.before;
             let read = tokio::task::spawn_blocking(move || {
                 let mut found = Vec::new();
-                let last = store.scan_events_rev(before, REVERSE_BATCH, |event| {
+                let last = log.scan_rev(before, REVERSE_BATCH, |event| {
                     let below = ceilings
                         .get(event.user())
                         .is_some_and(|&ceiling| event.seq < ceiling);
@@ -358,7 +348,7 @@ fn reverse_body(
                     }
                     true
                 })?;
-                Ok::<_, Error>((last, found))
+                Ok::<_, LogError>((last, found))
             })
             .await;
             match read {

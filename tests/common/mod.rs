@@ -122,11 +122,11 @@ impl TestServer {
     }
 
     /// Every committed event, in sequence order, read from the server's LMDB.
-    pub fn events(&self) -> Vec<hearth::events::Event> {
+    pub fn events(&self) -> Vec<hearth::log::Event> {
         let mut events = Vec::new();
         self.server
-            .store()
-            .scan_events(0, usize::MAX, |e| {
+            .log()
+            .scan(0, usize::MAX, |e| {
                 events.push(e);
                 true
             })

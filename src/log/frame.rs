@@ -7,8 +7,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::id::{encode_into, ID_LEN};
 use super::{hash_base64, Event, EventKind};
+use crate::ids::{encode_into, ID_LEN};
 
 /// The first bytes of every stream: how long a browser's `EventSource` waits to reconnect.
 pub fn retry(millis: u64) -> Bytes {
@@ -33,6 +33,8 @@ fn put_id_line(out: &mut BytesMut, seq: u64) {
 /// event: PUT
 /// data: {"seq":"0000000000011","user":"…","path":"…","uri":"pubky://…","hash":"…","size":123,"ts":…}
 /// ```
+///
+/// A relayed event adds `"hs":"<z32>","hs_seq":"<id>"` after `ts`.
 pub fn native(event: &Event) -> Bytes {
     let mut out = BytesMut::with_capacity(200 + 2 * event.key.len());
     put_id_line(&mut out, event.seq);
@@ -49,15 +51,29 @@ pub fn native(event: &Event) -> Bytes {
     out.put_slice(b",\"uri\":\"pubky://");
     put_json_escaped(&mut out, &event.key);
     out.put_u8(b'"');
-    if let (EventKind::Put, Some(content)) = (event.kind, &event.content) {
-        out.put_slice(b",\"hash\":\"");
-        // Base64 needs no escaping.
-        out.put_slice(hash_base64(&content.hash).as_bytes());
-        out.put_slice(b"\",\"size\":");
-        put_decimal(&mut out, content.size);
+    if event.kind == EventKind::Put {
+        // A PUT from a source that gave no hash (or size) has none to show.
+        if let Some(hash) = &event.hash {
+            out.put_slice(b",\"hash\":\"");
+            // Base64 needs no escaping.
+            out.put_slice(hash_base64(hash).as_bytes());
+            out.put_u8(b'"');
+        }
+        if let Some(size) = event.size {
+            out.put_slice(b",\"size\":");
+            put_decimal(&mut out, size);
+        }
     }
     out.put_slice(b",\"ts\":");
     put_decimal(&mut out, event.ts_ms);
+    // A relayed event names where it was committed. At the end, after `ts`, so that the
+    // frame of a local event (no origin) is byte for byte what it always was.
+    if let Some(origin) = &event.origin {
+        out.put_slice(b",\"hs\":");
+        put_json_string(&mut out, &origin.hs);
+        out.put_slice(b",\"hs_seq\":");
+        put_json_string(&mut out, &origin.hs_seq);
+    }
     out.put_slice(b"}\n\n");
     out.freeze()
 }
@@ -81,9 +97,9 @@ pub fn pubky(event: &Event) -> Bytes {
     put_line_safe(&mut out, &event.key);
     out.put_slice(b"\ndata: cursor: ");
     put_decimal(&mut out, event.seq);
-    if let (EventKind::Put, Some(content)) = (event.kind, &event.content) {
+    if let (EventKind::Put, Some(hash)) = (event.kind, &event.hash) {
         out.put_slice(b"\ndata: content_hash: ");
-        out.put_slice(hash_base64(&content.hash).as_bytes());
+        out.put_slice(hash_base64(hash).as_bytes());
     }
     out.put_slice(b"\n\n");
     out.freeze()
@@ -176,7 +192,7 @@ fn put_line_safe(out: &mut BytesMut, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Content;
+    use crate::log::event::Origin;
     use proptest::prelude::*;
 
     const ALICE: &str = "o1gg96ewuojmopcjbz8895478wdtxtzzuxnfjjz8o8e77csa1ngo";
@@ -187,11 +203,9 @@ mod tests {
             kind: EventKind::Put,
             key: format!("{ALICE}{path}"),
             ts_ms: 1_763_812_345_678,
-            content: Some(Content {
-                hash: [7; 32],
-                size: 123,
-                content_type: "application/json".into(),
-            }),
+            hash: Some([7; 32]),
+            size: Some(123),
+            origin: None,
         }
     }
 
@@ -201,7 +215,9 @@ mod tests {
             kind: EventKind::Del,
             key: format!("{ALICE}{path}"),
             ts_ms: 5,
-            content: None,
+            hash: None,
+            size: None,
+            origin: None,
         }
     }
 
@@ -231,6 +247,76 @@ mod tests {
                  \"path\":\"/pub/a\",\"uri\":\"pubky://{ALICE}/pub/a\",\"ts\":5}}\n\n"
             )
         );
+    }
+
+    #[test]
+    fn native_put_without_hash_or_size_omits_them() {
+        let bare = Event {
+            hash: None,
+            size: None,
+            ..put(2, "/pub/a")
+        };
+        assert_eq!(
+            text(native(&bare)),
+            format!(
+                "id: 0000000000002\nevent: PUT\ndata: {{\"seq\":\"0000000000002\",\"user\":\"{ALICE}\",\
+                 \"path\":\"/pub/a\",\"uri\":\"pubky://{ALICE}/pub/a\",\"ts\":1763812345678}}\n\n"
+            )
+        );
+        let sized = Event {
+            hash: None,
+            ..put(2, "/pub/a")
+        };
+        assert!(text(native(&sized)).contains("\"uri\":\"pubky://"));
+        assert!(text(native(&sized)).contains("/pub/a\",\"size\":123,\"ts\":"));
+        assert_eq!(
+            text(pubky(&bare)),
+            format!(
+                "id: 0000000000002\nevent: PUT\ndata: pubky://{ALICE}/pub/a\ndata: cursor: 2\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn native_relayed_events_name_their_origin_after_ts() {
+        let hash = hash_base64(&[7; 32]);
+        let relayed = Event {
+            origin: Some(Origin {
+                hs: ALICE.into(),
+                hs_seq: "000000000001B".into(),
+            }),
+            ..put(33, "/pub/x")
+        };
+        assert_eq!(
+            text(native(&relayed)),
+            format!(
+                "id: 0000000000011\nevent: PUT\ndata: {{\"seq\":\"0000000000011\",\"user\":\"{ALICE}\",\
+                 \"path\":\"/pub/x\",\"uri\":\"pubky://{ALICE}/pub/x\",\
+                 \"hash\":\"{hash}\",\"size\":123,\"ts\":1763812345678,\
+                 \"hs\":\"{ALICE}\",\"hs_seq\":\"000000000001B\"}}\n\n"
+            )
+        );
+        // The Pubky format has no place for them: its frame is the local one.
+        let local = put(33, "/pub/x");
+        assert_eq!(pubky(&relayed), pubky(&local));
+        // Whatever a source calls its ids, the data line stays one line of JSON.
+        let odd = Event {
+            origin: Some(Origin {
+                hs: ALICE.into(),
+                hs_seq: "a\"b\nc".into(),
+            }),
+            ..put(1, "/pub/x")
+        };
+        let frame = text(native(&odd));
+        let data = frame
+            .lines()
+            .nth(2)
+            .expect("data line")
+            .strip_prefix("data: ")
+            .expect("data");
+        let json: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
+        assert_eq!(json["hs_seq"], "a\"b\nc");
+        assert_eq!(json["hs"], ALICE);
     }
 
     #[test]
@@ -277,7 +363,7 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
             prop_assert_eq!(json["path"].as_str(), Some(path.as_str()));
             prop_assert_eq!(json["uri"].as_str().map(str::to_owned), Some(format!("pubky://{ALICE}{path}")));
-            prop_assert_eq!(json["seq"].as_str().map(str::to_owned), Some(crate::events::id::encode(seq)));
+            prop_assert_eq!(json["seq"].as_str().map(str::to_owned), Some(crate::ids::encode(seq)));
             prop_assert_eq!(json.get("size").is_some(), kind);
         }
 

@@ -1,35 +1,27 @@
-//! The one writer: every change to the store goes through this thread.
+//! The file ops: every change to the homeserver's state, as the store's writer runs it.
 //!
-//! Requests queue on a channel. The writer takes what has queued up (one request or many),
-//! applies each in a nested transaction of one write transaction, and commits once: one fsync
-//! for the whole group. A request that fails rolls back its own nested transaction only, so
-//! each still gets its own all-or-nothing answer. Sequence numbers are handed out in the order
-//! requests are applied, inside the transaction that commits them, so sequence order is commit
-//! order. Answers and firehose notifications go out only after the commit is durable.
-
-use std::sync::Arc;
-use std::thread::JoinHandle;
+//! A `FileOp` says what to change; `FileWrite` binds it to the tables and implements the
+//! writer's `Op`. Each applies in its own nested transaction: a refused op (404, 409, quota,
+//! a spent token) changes nothing, and a PUT or DELETE appends its event to the log in the
+//! same transaction as the change (the PUT's chunks are stored under the event's sequence).
 
 use heed::RwTxn;
-use tokio::sync::{mpsc, oneshot};
 
 use super::content::Spooled;
-use super::schema::{
-    chunk_key, decode, encode, file_key, file_key_prefix, meta_keys, now_ms, now_secs,
-    BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, Tables, UserRecord,
+use super::tables::{
+    chunk_key, decode, encode, file_key, file_key_prefix, BearerRecord, FileMeta, GrantRecord,
+    SignupTokenRecord, Tables, UserRecord,
 };
-use super::{read_last_seq, Store};
-use crate::error::{Error, Result};
-use crate::events::{Content, Event, EventKind};
+use super::FilesError;
+use crate::clock::{now_ms, now_secs};
+use crate::log::{Event, EventKind};
+use crate::log::{Op, WriteTxn};
 
-/// The most requests one commit takes: bounds the transaction's size and a batch's latency.
-const MAX_BATCH: usize = 1024;
-/// How many requests may wait for the writer before submitters wait too.
-const QUEUE_DEPTH: usize = 4096;
+type Result<T, E = FilesError> = std::result::Result<T, E>;
 
-/// A change to the store.
+/// A change to the homeserver's state.
 #[derive(Debug)]
-pub enum WriteOp {
+pub enum FileOp {
     /// Store a file (create or replace), record a PUT event.
     PutFile {
         user: String,
@@ -124,156 +116,31 @@ pub enum Written {
     Done,
 }
 
-/// Receives the events of each commit, in sequence order, after the commit is durable.
-pub type CommitListener = Arc<dyn Fn(Vec<Arc<Event>>) + Send + Sync>;
-
-struct Job {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<Written>>,
+/// A `FileOp` bound to the tables it changes: what the writer runs.
+pub struct FileWrite {
+    tables: Tables,
+    op: FileOp,
 }
 
-/// The submitting side of the writer; clone freely.
-#[derive(Clone)]
-pub struct Writer {
-    jobs: mpsc::Sender<Job>,
-}
-
-/// Owns the writer thread; dropping every `Writer` and then calling `join` stops it.
-pub struct WriterThread {
-    handle: JoinHandle<()>,
-}
-
-impl WriterThread {
-    /// Wait for the writer to finish what is queued and exit.
-    pub fn join(self) {
-        if self.handle.join().is_err() {
-            tracing::error!("the writer thread panicked");
-        }
+impl FileWrite {
+    pub(crate) fn new(tables: Tables, op: FileOp) -> Self {
+        FileWrite { tables, op }
     }
 }
 
-impl Writer {
-    /// Start the writer thread over `store`.
-    pub fn start(store: Store, on_commit: CommitListener) -> Result<(Writer, WriterThread)> {
-        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let handle = std::thread::Builder::new()
-            .name("hearth-writer".into())
-            .spawn(move || run(store, queue, on_commit))?;
-        Ok((Writer { jobs }, WriterThread { handle }))
-    }
+impl Op for FileWrite {
+    type Output = Written;
+    type Error = FilesError;
 
-    /// Submit a change and wait until it is committed (or refused).
-    pub async fn submit(&self, op: WriteOp) -> Result<Written> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { op, reply })
-            .await
-            .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the writer stopped before answering".into()))?
+    fn apply(&self, txn: &mut WriteTxn<'_>) -> Result<Written> {
+        apply(&self.tables, txn, &self.op)
     }
 }
 
-fn run(store: Store, mut queue: mpsc::Receiver<Job>, on_commit: CommitListener) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let jobs = std::mem::take(&mut batch);
-        let (results, events) = match commit_batch(&store, &jobs) {
-            Ok(done) => done,
-            Err(err) => {
-                // Nothing of the batch is committed: every request gets the failure.
-                let message = err.to_string();
-                tracing::error!(error = %message, "group commit failed");
-                let status = err.status();
-                let results = jobs
-                    .iter()
-                    .map(|_| Err(same_error(status, &message)))
-                    .collect();
-                (results, Vec::new())
-            }
-        };
-        if !events.is_empty() {
-            on_commit(events);
-        }
-        for (job, result) in jobs.into_iter().zip(results) {
-            // A requester that went away no longer needs its answer.
-            let _ = job.reply.send(result);
-        }
-    }
-}
-
-/// Rebuild a batch failure for each request (errors are not `Clone`: they may hold I/O errors).
-fn same_error(status: axum::http::StatusCode, message: &str) -> Error {
-    if status == axum::http::StatusCode::INSUFFICIENT_STORAGE {
-        Error::InsufficientStorage(format!("the store is full: {message}"))
-    } else {
-        Error::Corrupt(format!("the write could not be committed: {message}"))
-    }
-}
-
-type BatchOutcome = (Vec<Result<Written>>, Vec<Arc<Event>>);
-
-fn commit_batch(store: &Store, jobs: &[Job]) -> Result<BatchOutcome> {
-    let env = store.env();
-    let tables = store.tables();
-    let mut txn = env.write_txn()?;
-    let seq_at_start = read_last_seq(&tables, &txn)?;
-    let mut next = seq_at_start;
-    let last_seq = &mut next;
-    let ts_ms = now_ms();
-    let mut results = Vec::with_capacity(jobs.len());
-    let mut events = Vec::new();
-    for job in jobs {
-        let mut nested = env.nested_write_txn(&mut txn)?;
-        let seq_before = *last_seq;
-        match apply(&tables, &mut nested, &job.op, last_seq, ts_ms) {
-            Ok(outcome) => {
-                nested.commit()?;
-                if let Applied::Event(event) = outcome {
-                    results.push(Ok(Written::Event(event.seq)));
-                    events.push(Arc::new(event));
-                } else {
-                    results.push(Ok(Written::Done));
-                }
-            }
-            Err(err) => {
-                nested.abort();
-                *last_seq = seq_before;
-                results.push(Err(err));
-            }
-        }
-    }
-    if *last_seq != seq_at_start {
-        tables
-            .meta
-            .put(&mut txn, meta_keys::LAST_SEQ, &last_seq.to_be_bytes())?;
-    }
-    txn.commit()?;
-    Ok((results, events))
-}
-
-enum Applied {
-    Event(Event),
-    Done,
-}
-
-fn apply(
-    t: &Tables,
-    txn: &mut RwTxn,
-    op: &WriteOp,
-    last_seq: &mut u64,
-    ts_ms: u64,
-) -> Result<Applied> {
+fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
+    let ts_ms = txn.ts_ms();
     match op {
-        WriteOp::PutFile {
+        FileOp::PutFile {
             user,
             path,
             body,
@@ -285,7 +152,11 @@ fn apply(
             let key = file_key(user, path);
             let mut account: UserRecord = match t.users.get(txn, user)? {
                 Some(bytes) => decode(bytes)?,
-                None => return Err(Error::NotFound(format!("no user {user} on this server"))),
+                None => {
+                    return Err(FilesError::NotFound(format!(
+                        "no user {user} on this server"
+                    )))
+                }
             };
             check_no_collision(t, txn, user, path)?;
             let old: Option<FileMeta> = t.files.get(txn, &key)?.map(decode).transpose()?;
@@ -293,7 +164,7 @@ fn apply(
             let used = account.used_bytes.saturating_sub(old_size) + size;
             if let Some(quota) = quota {
                 if used > *quota {
-                    return Err(Error::InsufficientStorage(format!(
+                    return Err(FilesError::QuotaExceeded(format!(
                         "this write would bring {user} to {used} bytes, over the quota of {quota}"
                     )));
                 }
@@ -301,7 +172,15 @@ fn apply(
             if let Some(old) = &old {
                 delete_chunks(t, txn, old)?;
             }
-            let seq = *last_seq + 1;
+            let seq = txn.append(Event {
+                seq: 0,
+                kind: EventKind::Put,
+                key: format!("{user}{path}"),
+                ts_ms,
+                hash: Some(*hash),
+                size: Some(*size),
+                origin: None,
+            })?;
             body.for_each_chunk(|index, chunk| {
                 t.chunks.put(txn, &chunk_key(seq, index), chunk)?;
                 Ok(())
@@ -317,22 +196,9 @@ fn apply(
             t.files.put(txn, &key, &encode(&meta)?)?;
             account.used_bytes = used;
             t.users.put(txn, user, &encode(&account)?)?;
-            let event = Event {
-                seq,
-                kind: EventKind::Put,
-                key: format!("{user}{path}"),
-                ts_ms,
-                content: Some(Content {
-                    hash: *hash,
-                    size: *size,
-                    content_type: content_type.clone(),
-                }),
-            };
-            t.events.put(txn, &seq, &encode(&event)?)?;
-            *last_seq = seq;
-            Ok(Applied::Event(event))
+            Ok(Written::Event(seq))
         }
-        WriteOp::DeleteFile { user, path } => {
+        FileOp::DeleteFile { user, path } => {
             let key = file_key(user, path);
             let Some(old) = t
                 .files
@@ -340,7 +206,7 @@ fn apply(
                 .map(decode::<FileMeta>)
                 .transpose()?
             else {
-                return Err(Error::NotFound(format!("no file at {path}")));
+                return Err(FilesError::NotFound(format!("no file at {path}")));
             };
             delete_chunks(t, txn, &old)?;
             t.files.delete(txn, &key)?;
@@ -349,19 +215,18 @@ fn apply(
                 account.used_bytes = account.used_bytes.saturating_sub(old.size);
                 t.users.put(txn, user, &encode(&account)?)?;
             }
-            let seq = *last_seq + 1;
-            let event = Event {
-                seq,
+            let seq = txn.append(Event {
+                seq: 0,
                 kind: EventKind::Del,
                 key: format!("{user}{path}"),
                 ts_ms,
-                content: None,
-            };
-            t.events.put(txn, &seq, &encode(&event)?)?;
-            *last_seq = seq;
-            Ok(Applied::Event(event))
+                hash: None,
+                size: None,
+                origin: None,
+            })?;
+            Ok(Written::Event(seq))
         }
-        WriteOp::Signup {
+        FileOp::Signup {
             user,
             auth,
             signup_token,
@@ -371,45 +236,45 @@ fn apply(
             spend_auth_token(t, txn, auth)?;
             create_user(t, txn, user, signup_token.as_deref(), ts_ms)?;
             t.sessions.put(txn, session_secret, session)?;
-            Ok(Applied::Done)
+            Ok(Written::Done)
         }
-        WriteOp::Signin {
+        FileOp::Signin {
             user,
             auth,
             session_secret,
             session,
         } => {
             if t.users.get(txn, user)?.is_none() {
-                return Err(Error::NotFound(format!(
+                return Err(FilesError::NotFound(format!(
                     "no user {user} on this server; sign up first"
                 )));
             }
             spend_auth_token(t, txn, auth)?;
             t.sessions.put(txn, session_secret, session)?;
-            Ok(Applied::Done)
+            Ok(Written::Done)
         }
-        WriteOp::DeleteSession { secret } => {
+        FileOp::DeleteSession { secret } => {
             t.sessions.delete(txn, secret)?;
-            Ok(Applied::Done)
+            Ok(Written::Done)
         }
-        WriteOp::MintSignupToken { token } => {
+        FileOp::MintSignupToken { token } => {
             let record = SignupTokenRecord {
                 created_ms: ts_ms,
                 used_by: None,
             };
             t.signup_tokens.put(txn, token, &encode(&record)?)?;
-            Ok(Applied::Done)
+            Ok(Written::Done)
         }
-        WriteOp::GrantSignup {
+        FileOp::GrantSignup {
             user,
             pop,
             signup_token,
         } => {
             spend_pop(t, txn, pop)?;
             create_user(t, txn, user, signup_token.as_deref(), ts_ms)?;
-            Ok(Applied::Done)
+            Ok(Written::Done)
         }
-        WriteOp::GrantSession {
+        FileOp::GrantSession {
             grant_id,
             grant,
             pop,
@@ -419,11 +284,11 @@ fn apply(
             let stored: Option<GrantRecord> =
                 t.grants.get(txn, grant_id)?.map(decode).transpose()?;
             if stored.as_ref().is_some_and(|g| g.revoked_s.is_some()) {
-                return Err(Error::Unauthorized("Grant has been revoked".into()));
+                return Err(FilesError::Unauthorized("Grant has been revoked".into()));
             }
             spend_pop(t, txn, pop)?;
             if t.users.get(txn, &grant.user)?.is_none() {
-                return Err(Error::NotFound(format!(
+                return Err(FilesError::NotFound(format!(
                     "no user {} on this server; sign up first",
                     grant.user
                 )));
@@ -434,7 +299,7 @@ fn apply(
                 // A grant id names one grant: another grant reusing it must not take over the
                 // first one's bearer (nor the first one's user and capabilities).
                 Some(_) => {
-                    return Err(Error::Unauthorized(format!(
+                    return Err(FilesError::Unauthorized(format!(
                         "Invalid grant: the grant id {grant_id} already names another grant; \
                          sign a grant with a fresh jti"
                     )))
@@ -446,9 +311,9 @@ fn apply(
             t.bearer_sessions.put(txn, bearer, &encode(session)?)?;
             record.bearer = Some(*bearer);
             t.grants.put(txn, grant_id, &encode(&record)?)?;
-            Ok(Applied::Done)
+            Ok(Written::Done)
         }
-        WriteOp::RevokeGrant { grant_id, proof } => {
+        FileOp::RevokeGrant { grant_id, proof } => {
             if let Some(proof) = proof {
                 spend_pop(t, txn, &proof.pop)?;
             }
@@ -458,25 +323,25 @@ fn apply(
                 (Some(record), None) => record,
                 (Some(record), Some(proof)) => {
                     if record.user != proof.user || record.cnf != proof.cnf {
-                        return Err(Error::Forbidden(
+                        return Err(FilesError::Forbidden(
                             "Grant does not belong to authenticated user".into(),
                         ));
                     }
                     record
                 }
                 (None, Some(_)) => {
-                    return Err(Error::NotFound(format!(
+                    return Err(FilesError::NotFound(format!(
                         "no grant {grant_id} on this server: it was never exchanged here"
                     )))
                 }
-                (None, None) => return Ok(Applied::Done),
+                (None, None) => return Ok(Written::Done),
             };
             if let Some(bearer) = record.bearer.take() {
                 t.bearer_sessions.delete(txn, &bearer)?;
             }
             record.revoked_s.get_or_insert_with(now_secs);
             t.grants.put(txn, grant_id, &encode(&record)?)?;
-            Ok(Applied::Done)
+            Ok(Written::Done)
         }
     }
 }
@@ -491,15 +356,15 @@ fn create_user(
     ts_ms: u64,
 ) -> Result<()> {
     if t.users.get(txn, user)?.is_some() {
-        return Err(Error::Conflict(format!("user {user} already exists")));
+        return Err(FilesError::Conflict(format!("user {user} already exists")));
     }
     if let Some(token) = signup_token {
         let Some(bytes) = t.signup_tokens.get(txn, token)? else {
-            return Err(Error::Unauthorized("unknown signup token".into()));
+            return Err(FilesError::Unauthorized("unknown signup token".into()));
         };
         let mut record: SignupTokenRecord = decode(bytes)?;
         if record.used_by.is_some() {
-            return Err(Error::Unauthorized(
+            return Err(FilesError::Unauthorized(
                 "this signup token was already used".into(),
             ));
         }
@@ -525,7 +390,7 @@ fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()>
     key[..8].copy_from_slice(&auth.timestamp_us.to_be_bytes());
     key[8..].copy_from_slice(&auth.signature);
     if t.used_auth_tokens.get(txn, &key)?.is_some() {
-        return Err(Error::Unauthorized(
+        return Err(FilesError::Unauthorized(
             "this AuthToken was already used; sign a new one".into(),
         ));
     }
@@ -542,7 +407,7 @@ fn spend_auth_token(t: &Tables, txn: &mut RwTxn, auth: &UsedToken) -> Result<()>
 
 /// How long a spent PoP is remembered: twice the ±3 minute window a proof's `iat` must fall
 /// in, so any proof old enough to be forgotten is refused as out of window anyway.
-pub const SPENT_POP_MEMORY_SECS: u64 = 2 * 180;
+const SPENT_POP_MEMORY_SECS: u64 = 2 * 180;
 
 /// Refuse a proof seen before, remember this one, and forget those past the window. Keys are
 /// `<iat BE><nonce>`, so forgetting is one range delete from the front.
@@ -551,7 +416,7 @@ fn spend_pop(t: &Tables, txn: &mut RwTxn, pop: &SpentPop) -> Result<()> {
     key.extend_from_slice(&pop.iat.to_be_bytes());
     key.extend_from_slice(pop.nonce.as_bytes());
     if t.pop_nonces.get(txn, &key)?.is_some() {
-        return Err(Error::Unauthorized("PoP nonce already used".into()));
+        return Err(FilesError::Unauthorized("PoP nonce already used".into()));
     }
     let horizon = now_secs()
         .saturating_sub(SPENT_POP_MEMORY_SECS)
@@ -576,14 +441,14 @@ fn check_no_collision(t: &Tables, txn: &RwTxn, user: &str, path: &str) -> Result
         .transpose()?
         .is_some()
     {
-        return Err(Error::Conflict(format!(
+        return Err(FilesError::Conflict(format!(
             "{path} is a directory (files exist under {as_dir}); it cannot also be a file"
         )));
     }
     for (slash, _) in path.match_indices('/').skip(2) {
         let ancestor = &path[..slash];
         if t.files.get(txn, &file_key(user, ancestor))?.is_some() {
-            return Err(Error::Conflict(format!(
+            return Err(FilesError::Conflict(format!(
                 "{ancestor} is a file; it cannot also be a directory of {path}"
             )));
         }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
 
-use super::USER_KEY_LEN;
+use crate::keys::{self, USER_KEY_LEN};
 
 /// Identifies one subscriber (one SSE connection) in the tables.
 pub type SubscriberId = u64;
@@ -60,19 +60,11 @@ impl Pattern {
             let user = text
                 .get(..USER_KEY_LEN)
                 .ok_or_else(|| PatternError::Shape(text.to_string()))?;
-            let key = pkarr::PublicKey::try_from(user).map_err(|err| PatternError::User {
+            let canonical = keys::canonical(user).map_err(|err| PatternError::User {
                 pattern: text.to_string(),
                 user: user.to_string(),
                 reason: err.to_string(),
             })?;
-            let canonical = key.to_string();
-            if canonical != user {
-                return Err(PatternError::User {
-                    pattern: text.to_string(),
-                    user: user.to_string(),
-                    reason: format!("not in canonical z-base32 form, which is {canonical}"),
-                });
-            }
             (Some(canonical), &text[USER_KEY_LEN..])
         };
         if !path.starts_with('/') {

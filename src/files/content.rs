@@ -13,9 +13,10 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
-use super::schema::{FileMeta, CHUNK_SIZE};
-use super::Store;
-use crate::error::{Error, Result};
+use super::tables::{FileMeta, CHUNK_SIZE};
+use super::{Files, FilesError};
+
+type Result<T, E = FilesError> = std::result::Result<T, E>;
 
 /// Bodies up to this size stay in memory; larger ones are spooled to disk.
 pub const MEMORY_SPOOL_LIMIT: usize = 1 << 20;
@@ -58,10 +59,10 @@ where
     let mut file: Option<(tempfile::NamedTempFile, tokio::fs::File)> = None;
     while let Some(frame) = body.next().await {
         let data =
-            frame.map_err(|err| Error::bad_request(format!("reading the body failed: {err}")))?;
+            frame.map_err(|err| FilesError::Invalid(format!("reading the body failed: {err}")))?;
         size += data.len() as u64;
         if size > max_size {
-            return Err(Error::PayloadTooLarge(format!(
+            return Err(FilesError::TooLarge(format!(
                 "the body is larger than the {max_size} bytes this server accepts"
             )));
         }
@@ -71,16 +72,12 @@ where
             head.extend_from_slice(&data[..take]);
         }
         match &mut file {
-            Some((_, writer)) => writer.write_all(&data).await?,
+            Some((_, writer)) => writer.write_all(&data).await.map_err(FilesError::Spool)?,
             None if memory.len() + data.len() <= MEMORY_SPOOL_LIMIT => {
                 memory.extend_from_slice(&data)
             }
             None => {
-                tokio::fs::create_dir_all(spool_dir).await?;
-                let named = tempfile::NamedTempFile::new_in(spool_dir)?;
-                let mut writer = tokio::fs::File::from_std(named.as_file().try_clone()?);
-                writer.write_all(&memory).await?;
-                writer.write_all(&data).await?;
+                let (named, writer) = spool_file(spool_dir, &memory, &data).await?;
                 memory = Vec::new();
                 file = Some((named, writer));
             }
@@ -88,7 +85,7 @@ where
     }
     let body = match file {
         Some((named, mut writer)) => {
-            writer.flush().await?;
+            writer.flush().await.map_err(FilesError::Spool)?;
             Spooled::File(named)
         }
         None => Spooled::Memory(Bytes::from(memory)),
@@ -98,6 +95,28 @@ where
         hash: *hasher.finalize().as_bytes(),
         size,
         head,
+    })
+}
+
+/// Start a spool file under `dir` with what memory held and the piece that overflowed it.
+async fn spool_file(
+    dir: &Path,
+    memory: &[u8],
+    data: &[u8],
+) -> Result<(tempfile::NamedTempFile, tokio::fs::File)> {
+    let spool = async {
+        tokio::fs::create_dir_all(dir).await?;
+        let named = tempfile::NamedTempFile::new_in(dir)?;
+        let mut writer = tokio::fs::File::from_std(named.as_file().try_clone()?);
+        writer.write_all(memory).await?;
+        writer.write_all(data).await?;
+        Ok::<_, std::io::Error>((named, writer))
+    };
+    spool.await.map_err(|err| {
+        FilesError::Spool(std::io::Error::new(
+            err.kind(),
+            format!("{}: {err}", dir.display()),
+        ))
     })
 }
 
@@ -114,11 +133,11 @@ impl Spooled {
                 }
             }
             Spooled::File(named) => {
-                let mut file = named.reopen()?;
+                let mut file = named.reopen().map_err(FilesError::Spool)?;
                 let mut buf = vec![0u8; CHUNK_SIZE];
                 let mut index = 0u32;
                 loop {
-                    let filled = read_full(&mut file, &mut buf)?;
+                    let filled = read_full(&mut file, &mut buf).map_err(FilesError::Spool)?;
                     if filled == 0 {
                         break;
                     }
@@ -147,10 +166,10 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
 
 /// The content of a file as a stream of chunks. If the file is replaced or deleted while it is
 /// being read, the stream ends with an error rather than mixing two versions.
-pub fn read_stream(store: Store, meta: FileMeta) -> impl Stream<Item = std::io::Result<Bytes>> {
+pub fn read_stream(files: Files, meta: FileMeta) -> impl Stream<Item = std::io::Result<Bytes>> {
     let chunks = meta.chunk_count();
     futures_util::stream::iter(0..chunks).map(move |index| {
-        match store.chunk(meta.content_seq, index) {
+        match files.chunk(meta.content_seq, index) {
             Ok(Some(bytes)) => Ok(bytes),
             Ok(None) => Err(std::io::Error::other(
                 "the file changed while it was being read",

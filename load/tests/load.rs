@@ -2,11 +2,12 @@
 //! Small counts only, and no assertion on any timing: these check that the scenarios work,
 //! the figures are for `BENCHMARKS.md`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use clap::Parser;
 use common::{TestServer, ADMIN_PASSWORD};
-use hearth::load::{run, LoadArgs, LoadError};
+use hearth_load::{run, LoadArgs, LoadError};
 
 #[derive(Parser)]
 struct Cli {

@@ -1,48 +1,33 @@
-//! The LMDB tables and the records they hold.
+//! The homeserver's LMDB tables and the records they hold: users, sessions, spent tokens,
+//! signup tokens, grants, bearer sessions, spent proofs, files and their content in chunks.
 //!
-//! Keys are big-endian where they are numbers, so LMDB's byte order is number order: the event
-//! log iterates in sequence order and a file's chunks in offset order. Values are postcard,
-//! versioned through `migrations/` rather than through per-record tags.
+//! Keys are big-endian where they are numbers, so LMDB's byte order is number order: a file's
+//! chunks iterate in offset order, spent tokens in time order. Values are postcard, versioned
+//! through `migrations/` rather than through per-record tags.
 
+use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
-use heed::{byteorder::BigEndian, Database, Env, RoTxn, WithoutTls};
+use heed::Database;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::store::{Store, StoreError};
 
 /// Names of the databases, as migrations create them.
 pub mod names {
-    pub const META: &str = "meta";
     pub const USERS: &str = "users";
     pub const SESSIONS: &str = "sessions";
     pub const USED_AUTH_TOKENS: &str = "used_auth_tokens";
     pub const SIGNUP_TOKENS: &str = "signup_tokens";
     pub const FILES: &str = "files";
     pub const CHUNKS: &str = "chunks";
-    pub const EVENTS: &str = "events";
     pub const GRANTS: &str = "grants";
     pub const BEARER_SESSIONS: &str = "bearer_sessions";
     pub const POP_NONCES: &str = "pop_nonces";
 }
 
-/// Keys of the `meta` table.
-pub mod meta_keys {
-    /// The schema version, u32 big-endian: the number of migrations applied.
-    pub const SCHEMA_VERSION: &str = "schema_version";
-    /// The last sequence number ever assigned, u64 big-endian. Kept apart from the event log so
-    /// that a sequence is never reused even if retention empties the log.
-    pub const LAST_SEQ: &str = "last_seq";
-    /// The server's public key, z-base32, to notice a data dir paired with the wrong key file.
-    pub const SERVER_KEY: &str = "server_key";
-}
-
-pub type Meta = Database<Str, Bytes>;
-pub type EventLog = Database<U64<BigEndian>, Bytes>;
-
 /// Handles to every table; cheap to copy.
 #[derive(Clone, Copy)]
 pub struct Tables {
-    pub meta: Meta,
     /// z32 -> `UserRecord`
     pub users: Database<Str, Bytes>,
     /// session secret -> `pubky_common::session::CookieSessionRecord` (its own postcard form)
@@ -56,8 +41,6 @@ pub struct Tables {
     pub files: Database<Bytes, Bytes>,
     /// `chunk_key(content_seq, index)` -> up to `CHUNK_SIZE` bytes of content
     pub chunks: Database<Bytes, Bytes>,
-    /// sequence -> `Event`
-    pub events: EventLog,
     /// grant id (the grant's `jti`) -> `GrantRecord`
     pub grants: Database<Str, Bytes>,
     /// BLAKE3 of a bearer token -> `BearerRecord`. Only the hash is stored, so a copy of the
@@ -70,27 +53,17 @@ pub struct Tables {
 
 impl Tables {
     /// Open the tables the migrations created; a missing one means a damaged store.
-    pub fn open(env: &Env<WithoutTls>, rtxn: &RoTxn<'_, WithoutTls>) -> Result<Self> {
-        fn open<K: 'static, V: 'static>(
-            env: &Env<WithoutTls>,
-            rtxn: &RoTxn<'_, WithoutTls>,
-            name: &str,
-        ) -> Result<Database<K, V>> {
-            env.open_database(rtxn, Some(name))?
-                .ok_or_else(|| Error::Corrupt(format!("the store has no {name} table")))
-        }
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
         Ok(Tables {
-            meta: open(env, rtxn, names::META)?,
-            users: open(env, rtxn, names::USERS)?,
-            sessions: open(env, rtxn, names::SESSIONS)?,
-            used_auth_tokens: open(env, rtxn, names::USED_AUTH_TOKENS)?,
-            signup_tokens: open(env, rtxn, names::SIGNUP_TOKENS)?,
-            files: open(env, rtxn, names::FILES)?,
-            chunks: open(env, rtxn, names::CHUNKS)?,
-            events: open(env, rtxn, names::EVENTS)?,
-            grants: open(env, rtxn, names::GRANTS)?,
-            bearer_sessions: open(env, rtxn, names::BEARER_SESSIONS)?,
-            pop_nonces: open(env, rtxn, names::POP_NONCES)?,
+            users: store.table(names::USERS)?,
+            sessions: store.table(names::SESSIONS)?,
+            used_auth_tokens: store.table(names::USED_AUTH_TOKENS)?,
+            signup_tokens: store.table(names::SIGNUP_TOKENS)?,
+            files: store.table(names::FILES)?,
+            chunks: store.table(names::CHUNKS)?,
+            grants: store.table(names::GRANTS)?,
+            bearer_sessions: store.table(names::BEARER_SESSIONS)?,
+            pop_nonces: store.table(names::POP_NONCES)?,
         })
     }
 }
@@ -229,23 +202,12 @@ pub struct BearerRecord {
     pub created_s: u64,
 }
 
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|err| Error::Corrupt(err.to_string()))
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|err| StoreError::Lmdb(heed::Error::Encoding(Box::new(err))))
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     Ok(postcard::from_bytes(bytes)?)
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub fn now_secs() -> u64 {
-    now_ms() / 1000
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `hearth load`: a load generator that measures a running homeserver over HTTP only.
+//! `hearth-load`: a load generator that measures a running homeserver over HTTP only.
 //!
 //! It speaks the Pubky protocol (signup with an `AuthToken`, cookie sessions, `PUT /pub/...`,
 //! `/events/`, `/events-stream`) plus Hearth's `/firehose`, so the same commands can be aimed
@@ -36,7 +36,7 @@ pub enum LoadError {
     Protocol(String),
 }
 
-/// `hearth load [--url URL] [--pid PID] <scenario> ...`
+/// `hearth-load [--url URL] [--pid PID] <scenario> ...`
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// The server to load; must be loopback (127.0.0.0/8, ::1, localhost).

@@ -4,7 +4,7 @@
 //! its key up in the subscription tables and pushes one shared `Arc` into the bounded mailbox of
 //! each matching subscriber; nothing is done for subscribers it does not match. A mailbox that
 //! is full stops taking events and is marked lagging, and its reader, once it has emptied it,
-//! catches up from the store from its own position before taking live events again. So a slow
+//! catches up from the log from its own position before taking live events again. So a slow
 //! reader costs a bounded amount of memory and is never cut off.
 //!
 //! `Feed` is the reading side, one per connection: it replays from the store, joins the live
@@ -22,9 +22,7 @@ use tokio::sync::Notify;
 
 use super::frame;
 use super::subscriptions::{Pattern, PatternSet, SubscriberId, SubscriptionTables};
-use super::Event;
-use crate::error::{Error, Result};
-use crate::storage::Store;
+use super::{Event, EventLog, LogError};
 
 /// Default mailbox size: how far a subscriber may fall behind live before it reads from the
 /// store instead. Small, because an idle connection should cost little.
@@ -308,7 +306,7 @@ pub enum Step {
 
 /// One connection's ordered, gap-free, duplicate-free view of the events it subscribed to.
 pub struct Feed {
-    store: Store,
+    log: EventLog,
     subscription: Subscription,
     floors: Option<Arc<Floors>>,
     /// The last sequence this feed has passed: delivered, or skipped as not matching.
@@ -324,7 +322,7 @@ impl Feed {
     /// A feed that starts after `after`, or at the newest event when `after` is `None`.
     /// `subscription` must come from the hub before this reads anything (so it does).
     pub fn new(
-        store: Store,
+        log: EventLog,
         subscription: Subscription,
         after: Option<u64>,
         floors: Option<Floors>,
@@ -334,7 +332,7 @@ impl Feed {
             None => (subscription.head_at_start, false),
         };
         Feed {
-            store,
+            log,
             subscription,
             floors: floors.map(Arc::new),
             position,
@@ -344,13 +342,8 @@ impl Feed {
         }
     }
 
-    /// The last sequence passed.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
     /// The next event, waiting up to `idle` for a live one.
-    pub async fn next(&mut self, idle: Duration) -> Result<Step> {
+    pub async fn next(&mut self, idle: Duration) -> Result<Step, LogError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Step::Event(event));
@@ -401,14 +394,14 @@ impl Feed {
 
     /// Read the next batch after `position` from the store into `pending`. False once the
     /// store has nothing after `position`.
-    async fn read_store(&mut self) -> Result<bool> {
-        let store = self.store.clone();
+    async fn read_store(&mut self) -> Result<bool, LogError> {
+        let log = self.log.clone();
         let patterns = Arc::clone(&self.subscription.patterns);
         let floors = self.floors.clone();
         let after = self.position;
         let (last, found) = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
-            let last = store.scan_events(after, SCAN_BATCH, |event| {
+            let last = log.scan(after, SCAN_BATCH, |event| {
                 let wanted = patterns.matches(&event.key)
                     && floors.as_deref().is_none_or(|floors| {
                         floors
@@ -420,10 +413,10 @@ impl Feed {
                 }
                 true
             })?;
-            Ok::<_, Error>((last, found))
+            Ok::<_, LogError>((last, found))
         })
         .await
-        .map_err(|err| Error::Corrupt(format!("store read task failed: {err}")))??;
+        .map_err(|err| LogError::Task(err.to_string()))??;
         match last {
             None => Ok(false),
             Some(last) => {
@@ -438,7 +431,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Content, EventKind};
+    use crate::log::EventKind;
 
     const ALICE: &str = "o1gg96ewuojmopcjbz8895478wdtxtzzuxnfjjz8o8e77csa1ngo";
 
@@ -448,11 +441,9 @@ mod tests {
             kind: EventKind::Put,
             key: format!("{ALICE}{path}"),
             ts_ms: 1,
-            content: Some(Content {
-                hash: [0; 32],
-                size: 1,
-                content_type: String::new(),
-            }),
+            hash: Some([0; 32]),
+            size: Some(1),
+            origin: None,
         })
     }
 
@@ -515,67 +506,35 @@ mod tests {
         assert!(hub.lock().tables.is_empty());
     }
 
-    /// A store with one user, a writer whose commits feed `hub`, and a way to write.
+    /// A log, a hub, and a way to append that publishes each commit as the writer does.
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: Store,
-        writer: crate::storage::writer::Writer,
+        store: crate::store::Store,
+        log: EventLog,
         hub: Arc<Hub>,
     }
 
     impl Fixture {
         async fn new(capacity: usize) -> Fixture {
-            use crate::storage::writer::{UsedToken, WriteOp, Writer};
-            let dir = tempfile::tempdir().expect("temp dir");
-            let options = crate::storage::StoreOptions {
-                map_size: 64 << 20,
-                sync: false,
-            };
-            let store = Store::open(dir.path(), &options).expect("store");
-            let hub = Hub::new(store.last_seq().expect("last seq"), capacity);
-            let listener = Arc::clone(&hub);
-            let (writer, _thread) = Writer::start(
-                store.clone(),
-                Arc::new(move |events| listener.publish(events)),
-            )
-            .expect("writer");
-            writer
-                .submit(WriteOp::Signup {
-                    user: ALICE.into(),
-                    auth: UsedToken {
-                        signature: [0; 64],
-                        timestamp_us: 0,
-                    },
-                    signup_token: None,
-                    session_secret: "secret".into(),
-                    session: Vec::new(),
-                })
-                .await
-                .expect("signup");
+            let (dir, store, log) = crate::log::store::testing::temp_log();
+            let hub = Hub::new(log.last_seq().expect("last seq"), capacity);
             Fixture {
                 _dir: dir,
                 store,
-                writer,
+                log,
                 hub,
             }
         }
 
         async fn put(&self, path: &str) -> u64 {
-            use crate::storage::content::Spooled;
-            use crate::storage::writer::{WriteOp, Written};
-            let op = WriteOp::PutFile {
-                user: ALICE.into(),
-                path: path.into(),
-                body: Spooled::Memory(Bytes::from_static(b"x")),
-                hash: [1; 32],
-                size: 1,
-                content_type: "text/plain".into(),
-                quota: None,
-            };
-            match self.writer.submit(op).await.expect("put") {
-                Written::Event(seq) => seq,
-                Written::Done => panic!("a put is an event"),
-            }
+            let event = crate::log::store::testing::append(
+                &self.store,
+                &self.log,
+                (*event(0, path)).clone(),
+            );
+            let seq = event.seq;
+            self.hub.publish(vec![Arc::new(event)]);
+            seq
         }
     }
 
@@ -596,7 +555,7 @@ mod tests {
         let f = Fixture::new(4).await;
         let matching: Vec<u64> = {
             let sub = f.hub.subscribe(set(&["*/pub/a/*"]));
-            let mut feed = Feed::new(f.store.clone(), sub, None, None);
+            let mut feed = Feed::new(f.log.clone(), sub, None, None);
             let mut expected = Vec::new();
             for i in 0..100 {
                 let seq = f
@@ -611,7 +570,7 @@ mod tests {
         };
         // Replay from the start, with live writes going on meanwhile.
         let sub = f.hub.subscribe(set(&["*/pub/a/*"]));
-        let mut feed = Feed::new(f.store.clone(), sub, Some(0), None);
+        let mut feed = Feed::new(f.log.clone(), sub, Some(0), None);
         let mut expected = matching;
         for i in 0..10 {
             expected.push(f.put(&format!("/pub/a/late{i}")).await);
@@ -635,7 +594,7 @@ mod tests {
         }
         let sub = f.hub.subscribe(set(&["*/pub/*"]));
         let floors = Floors::from([(ALICE.to_string(), 3)]);
-        let mut feed = Feed::new(f.store.clone(), sub, Some(0), Some(floors));
+        let mut feed = Feed::new(f.log.clone(), sub, Some(0), Some(floors));
         assert_eq!(collect(&mut feed, 2).await, vec![4, 5]);
         assert!(matches!(
             feed.next(Duration::from_millis(10)).await.expect("next"),

@@ -1,0 +1,155 @@
+//! Homeserver state: users and their sessions (cookie and grant flows), spent tokens and
+//! proofs, signup tokens, files with their content in chunks, and the quota.
+//!
+//! - `tables`: the LMDB tables and their records;
+//! - `content`: bodies on their way in (hashed, spooled) and out (one chunk per read);
+//! - `listing`: directory listings;
+//! - `ops`: every change, as `FileOp`s the store's writer runs (a PUT or DELETE also appends
+//!   its event to the log, in the same transaction).
+//!
+//! `Files` is the read side, a cheap clone. Its errors are `FilesError`s, which say what was
+//! wrong in words; `http/` decides the status.
+
+pub mod content;
+mod listing;
+mod ops;
+pub(crate) mod tables;
+
+use std::path::PathBuf;
+
+use pubky_common::session::CookieSessionRecord;
+
+pub use listing::ListOptions;
+pub use ops::{FileOp, FileWrite, RevokeProof, SpentPop, UsedToken, Written};
+pub use tables::{BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, UserRecord, CHUNK_SIZE};
+
+use crate::store::{Env, Store, StoreError};
+use tables::{chunk_key, decode, file_key, Tables};
+
+/// Why a file operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{0}")]
+    NotFound(String),
+    /// A path that is a file and a directory at once, a user that exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The user's quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A token, proof or grant that does not authenticate (or was spent).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Bad input (a body that could not be read).
+    #[error("{0}")]
+    Invalid(String),
+    /// A body larger than the server accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Spooling a body to disk failed.
+    #[error("spooling the body failed: {0}")]
+    Spool(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<heed::Error> for FilesError {
+    fn from(err: heed::Error) -> Self {
+        FilesError::Store(err.into())
+    }
+}
+
+/// The read side of the homeserver's state.
+#[derive(Clone)]
+pub struct Files {
+    env: Env,
+    tables: Tables,
+    dir: PathBuf,
+}
+
+impl Files {
+    /// The files of an open store (whose migrations created their tables).
+    pub fn open(store: &Store) -> Result<Files, StoreError> {
+        Ok(Files {
+            env: store.env().clone(),
+            tables: Tables::open(store)?,
+            dir: store.dir().to_path_buf(),
+        })
+    }
+
+    /// Where bodies too large for memory wait for their commit.
+    pub fn spool_dir(&self) -> PathBuf {
+        content::spool_dir(&self.dir)
+    }
+
+    /// Bind `op` to these tables, for the writer to run.
+    pub fn write(&self, op: FileOp) -> FileWrite {
+        FileWrite::new(self.tables, op)
+    }
+
+    pub fn user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        self.tables.users.get(&txn, user)?.map(decode).transpose()
+    }
+
+    pub fn session(&self, secret: &str) -> Result<Option<CookieSessionRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        match self.tables.sessions.get(&txn, secret)? {
+            None => Ok(None),
+            Some(bytes) => CookieSessionRecord::deserialize(bytes)
+                .map(Some)
+                .map_err(|err| StoreError::Corrupt(format!("session record: {err}"))),
+        }
+    }
+
+    pub fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let txn = self.env.read_txn()?;
+        self.tables
+            .grants
+            .get(&txn, grant_id)?
+            .map(decode)
+            .transpose()
+    }
+
+    /// The bearer whose BLAKE3 is `hash` and its grant, read from one snapshot. Whether they
+    /// are still good (unexpired, not revoked) is the caller's to judge.
+    pub fn bearer_session(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<(BearerRecord, GrantRecord)>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let Some(bytes) = self.tables.bearer_sessions.get(&txn, hash)? else {
+            return Ok(None);
+        };
+        let bearer: BearerRecord = decode(bytes)?;
+        let grant: Option<GrantRecord> = self
+            .tables
+            .grants
+            .get(&txn, &bearer.grant_id)?
+            .map(decode)
+            .transpose()?;
+        Ok(grant.map(|grant| (bearer, grant)))
+    }
+
+    pub fn file(&self, user: &str, path: &str) -> Result<Option<FileMeta>, StoreError> {
+        let txn = self.env.read_txn()?;
+        self.tables
+            .files
+            .get(&txn, &file_key(user, path))?
+            .map(decode)
+            .transpose()
+    }
+
+    /// One chunk of a file's content; `None` once the content was replaced or deleted.
+    pub fn chunk(&self, content_seq: u64, index: u32) -> Result<Option<bytes::Bytes>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self
+            .tables
+            .chunks
+            .get(&txn, &chunk_key(content_seq, index))?
+            .map(bytes::Bytes::copy_from_slice))
+    }
+}

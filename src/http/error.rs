@@ -1,0 +1,236 @@
+//! Every failure a request can meet, and the answer it gets: the one place that maps errors
+//! to statuses.
+//!
+//! Handlers return `Result<_, Error>`. Errors of the layers below (`PathError`, `FilesError`,
+//! `StoreError`, `LogError`) arrive through `?` and keep their own message; the HTTP-only
+//! refusals (a bad parameter, no session) are built here. The body of an error answer is the
+//! plain message, so a client always learns what was wrong. Only failures of the server itself
+//! are 5xx: 507 when the store or the disk is full, 503 when the writer is gone, else 500.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::files::FilesError;
+use crate::log::{LogError, PositionError};
+use crate::path::PathError;
+use crate::store::{is_disk_full, StoreError};
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: a bad parameter, token or body.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No valid session, or a token that does not authenticate.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid session that does not cover what was asked.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The user's quota would be exceeded.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// A fault of the server's own (a task that panicked, a value it cannot encode).
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Error::BadRequest(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) | Error::Path(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Files(err) => files_status(err),
+            Error::Store(err) => store_status(err),
+            Error::Log(err) => log_status(err),
+        }
+    }
+}
+
+fn files_status(err: &FilesError) -> StatusCode {
+    match err {
+        FilesError::NotFound(_) => StatusCode::NOT_FOUND,
+        FilesError::Conflict(_) => StatusCode::CONFLICT,
+        FilesError::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
+        FilesError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        FilesError::Forbidden(_) => StatusCode::FORBIDDEN,
+        FilesError::Invalid(_) => StatusCode::BAD_REQUEST,
+        FilesError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        FilesError::Spool(io) if is_disk_full(io) => StatusCode::INSUFFICIENT_STORAGE,
+        FilesError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        FilesError::Store(err) => store_status(err),
+    }
+}
+
+fn store_status(err: &StoreError) -> StatusCode {
+    match err {
+        err if err.is_full() => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::Batch(inner) => store_status(inner),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn log_status(err: &LogError) -> StatusCode {
+    match err {
+        LogError::Position(PositionError::Ahead { .. }) => StatusCode::BAD_REQUEST,
+        LogError::Position(PositionError::Dropped { .. } | PositionError::NoneRetained { .. }) => {
+            StatusCode::GONE
+        }
+        LogError::Store(err) => store_status(err),
+        LogError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = format!("{self}\n");
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    const ENOSPC: i32 = 28;
+    const EIO: i32 = 5;
+
+    fn answer(err: impl Into<Error>) -> (StatusCode, String) {
+        let err = err.into();
+        (err.status(), err.to_string())
+    }
+
+    #[test]
+    fn a_full_map_and_a_full_disk_are_507() {
+        let full = StatusCode::INSUFFICIENT_STORAGE;
+        let map_full = || StoreError::from(heed::Error::Mdb(heed::MdbError::MapFull));
+        assert_eq!(answer(map_full()).0, full);
+        let batch = answer(StoreError::Batch(Arc::new(map_full())));
+        assert_eq!(batch.0, full);
+        assert!(batch.1.contains("full"), "{}", batch.1);
+        let disk = || StoreError::from(heed::Error::Mdb(heed::MdbError::Other(ENOSPC)));
+        assert_eq!(answer(disk()).0, full);
+        assert_eq!(answer(FilesError::Store(disk())).0, full);
+        assert_eq!(
+            answer(StoreError::from(std::io::Error::from_raw_os_error(ENOSPC))).0,
+            full
+        );
+        assert_eq!(
+            answer(FilesError::Spool(std::io::Error::from_raw_os_error(ENOSPC))).0,
+            full
+        );
+        assert_eq!(answer(LogError::Store(map_full())).0, full);
+        assert_eq!(answer(FilesError::QuotaExceeded("over".into())).0, full);
+    }
+
+    #[test]
+    fn other_failures_are_named_for_what_they_are() {
+        let eio = answer(StoreError::from(heed::Error::Mdb(heed::MdbError::Other(
+            EIO,
+        ))));
+        assert_eq!(eio.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(eio.1.starts_with("storage failure"), "{}", eio.1);
+        let batch = answer(StoreError::Batch(Arc::new(StoreError::from(
+            std::io::Error::from_raw_os_error(EIO),
+        ))));
+        assert_eq!(batch.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!batch.1.contains("corrupt"), "{}", batch.1);
+        let spool = answer(FilesError::Spool(std::io::Error::from(
+            std::io::ErrorKind::AlreadyExists,
+        )));
+        assert_eq!(spool.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            spool.1.starts_with("spooling the body failed"),
+            "{}",
+            spool.1
+        );
+        let task = answer(LogError::Task("panicked".into()));
+        assert_eq!(task.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!task.1.contains("corrupt"), "{}", task.1);
+        assert_eq!(
+            answer(StoreError::Unavailable("stopping".into())).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            answer(StoreError::Corrupt("bad record".into())),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt record: bad record".into()
+            )
+        );
+    }
+
+    #[test]
+    fn refusals_of_the_layers_below_keep_their_4xx() {
+        assert_eq!(answer(PathError::NotAbsolute).0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            answer(FilesError::NotFound("x".into())).0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            answer(FilesError::Conflict("x".into())).0,
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            answer(FilesError::Unauthorized("x".into())).0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            answer(FilesError::Forbidden("x".into())).0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            answer(FilesError::Invalid("x".into())).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            answer(FilesError::TooLarge("x".into())).0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let ahead = PositionError::Ahead {
+            after: 6,
+            newest: 5,
+        };
+        assert_eq!(answer(LogError::from(ahead)).0, StatusCode::BAD_REQUEST);
+        let dropped = PositionError::Dropped {
+            after: 1,
+            oldest: 10,
+        };
+        assert_eq!(answer(LogError::from(dropped)).0, StatusCode::GONE);
+    }
+}

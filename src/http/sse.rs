@@ -1,0 +1,163 @@
+//! SSE plumbing shared by `/firehose` and `/events-stream`: how a stream runs once its request
+//! is accepted (`Plan`, `stream_body`), its headers, the `Last-Event-ID` header, and the check
+//! that a resume position is one the log can serve.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+
+use super::error::{Error, Result};
+use crate::ids;
+use crate::log::hub::{Feed, SharedEvent, Step};
+use crate::log::EventLog;
+
+/// What a browser's `EventSource` waits before reconnecting, in milliseconds.
+pub const RETRY_MS: u64 = 2000;
+
+/// What a stream writes for each event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Format {
+    Native,
+    Pubky,
+}
+
+impl Format {
+    fn frame(self, event: &SharedEvent) -> Bytes {
+        match self {
+            Format::Native => event.native_frame(),
+            Format::Pubky => event.pubky_frame(),
+        }
+    }
+}
+
+/// How a stream runs, once its request is accepted.
+pub(crate) struct Plan {
+    pub feed: Feed,
+    pub format: Format,
+    /// Close after this many events.
+    pub limit: Option<u64>,
+    /// Go on with live events after the replay; otherwise close once caught up.
+    pub live: bool,
+    pub keepalive: Duration,
+    /// Written once, first (the `retry:` line).
+    pub preamble: Option<Bytes>,
+    /// Written when idle for `keepalive`.
+    pub keepalive_frame: &'static [u8],
+}
+
+/// The response body of a stream: frames as the feed yields them, shared bytes, no copies.
+pub(crate) fn stream_body(plan: Plan) -> Body {
+    struct State {
+        plan: Plan,
+        sent: u64,
+    }
+    let state = State { plan, sent: 0 };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        if let Some(preamble) = state.plan.preamble.take() {
+            return Some((Ok::<Bytes, Infallible>(preamble), state));
+        }
+        loop {
+            if state.plan.limit.is_some_and(|limit| state.sent >= limit) {
+                return None;
+            }
+            match state.plan.feed.next(state.plan.keepalive).await {
+                Ok(Step::Event(event)) => {
+                    state.sent += 1;
+                    let bytes = state.plan.format.frame(&event);
+                    return Some((Ok(bytes), state));
+                }
+                Ok(Step::CaughtUp) if !state.plan.live => return None,
+                Ok(Step::CaughtUp) => continue,
+                Ok(Step::Idle) => {
+                    let bytes = Bytes::from_static(state.plan.keepalive_frame);
+                    return Some((Ok(bytes), state));
+                }
+                Ok(Step::Closed) => return None,
+                Err(err) => {
+                    // Headers are gone; ending the stream is all that is left. The client
+                    // resumes from the last id it saw.
+                    tracing::error!(error = %err, "event stream failed");
+                    return None;
+                }
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// Headers of every event stream: no caching, no buffering by proxies on the way.
+pub(crate) fn sse_headers(cache_control: &'static str) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control),
+        ),
+        (
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ]
+}
+
+/// The `Last-Event-ID` header, if any (an empty one means none, as `EventSource` intends).
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::bad_request("Last-Event-ID is not an event id (not ASCII)"))?
+        .trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    ids::decode(text)
+        .map(Some)
+        .map_err(|err| Error::bad_request(format!("Last-Event-ID {text:?}: {err}")))
+}
+
+/// Refuse a resume position the log cannot serve: ahead of the newest event (400), or
+/// before the oldest one retained (410).
+pub(crate) fn check_position(log: &EventLog, after: u64) -> Result<()> {
+    Ok(log.check_position(after)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::store::position_error;
+    use crate::log::LogError;
+
+    #[test]
+    fn positions_the_store_cannot_serve() {
+        let status = |after, newest, oldest| {
+            position_error(after, newest, oldest).map(|e| Error::from(LogError::from(e)).status())
+        };
+        // No retention: the log starts at 1.
+        assert_eq!(status(0, 5, Some(1)), None);
+        assert_eq!(status(5, 5, Some(1)), None);
+        assert_eq!(
+            status(6, 5, Some(1)),
+            Some(axum::http::StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(status(0, 0, None), None);
+        // Retention dropped 1..=9.
+        assert_eq!(status(9, 20, Some(10)), None);
+        assert_eq!(status(8, 20, Some(10)), Some(axum::http::StatusCode::GONE));
+        assert_eq!(status(0, 20, Some(10)), Some(axum::http::StatusCode::GONE));
+        // Retention dropped everything.
+        assert_eq!(status(20, 20, None), None);
+        assert_eq!(status(19, 20, None), Some(axum::http::StatusCode::GONE));
+        let message = position_error(8, 20, Some(10))
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("000000000000A"), "{message}");
+    }
+}

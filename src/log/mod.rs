@@ -1,0 +1,40 @@
+//! The event log and its fan-out: what was committed, in order, and who is told.
+//!
+//! - `event`: one committed change (`Event`) and its stored record;
+//! - `store`: the log's LMDB tables (the events by sequence, the `by_user` index, the last
+//!   sequence in `meta`), the append the writer's ops call inside their transaction, and the
+//!   scans readers use;
+//! - `subscriptions`: patterns and the tables that find an event's subscribers by its key;
+//! - `hub`: mailboxes and feeds, live events joined to replay without a gap;
+//! - `frame`: the bytes of an event on the wire, encoded once;
+//! - `writer`: the one writer thread. Every change, whoever makes it, is an `Op` applied in a
+//!   group commit; the events an op appends get their sequence numbers in that transaction.
+//!
+//! The log knows no files and no HTTP: file writes and (later) source ingest both append to
+//! it, and the HTTP layer serves it. Below it is only the store's environment.
+
+pub(crate) mod event;
+pub(crate) mod frame;
+pub(crate) mod hub;
+pub(crate) mod store;
+pub mod subscriptions;
+mod writer;
+
+pub use event::{hash_base64, Event, EventKind, Origin};
+pub use store::{EventLog, PositionError};
+pub use writer::{CommitListener, Op, WriteTxn, Writer, WriterThread};
+
+use crate::store::StoreError;
+
+/// Why reading the log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A position the log cannot serve (ahead of it, or dropped by retention).
+    #[error(transparent)]
+    Position(#[from] PositionError),
+    /// A blocking read of the store did not finish (it panicked or was cancelled).
+    #[error("a store read task failed: {0}")]
+    Task(String),
+}
