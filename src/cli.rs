@@ -39,6 +39,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of `ServeArgs` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (LMDB in ./hearth-data, on 127.0.0.1:6287, unless told otherwise).

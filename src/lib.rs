@@ -2,8 +2,8 @@
 //!
 //! Layers, each importing only those below it:
 //!
-//! - `cli`, `config`, `server`: the binary's surface; how a server is configured, started and
-//!   stopped;
+//! - `cli`, `config`, `server`, `datadir`: the binary's surface; how a server is configured,
+//!   started and stopped, and the lock that keeps one server per data directory;
 //! - `http`: the routes, and the only place that knows status codes (`http::error`);
 //! - `files`: the homeserver's state (users, sessions, grants, files, quota) and the ops that
 //!   change it;
@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod datadir;
 pub mod files;
 pub mod http;
 pub mod identity;

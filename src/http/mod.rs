@@ -9,6 +9,8 @@
 //! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
 //! - `sse`: the stream plumbing those two share;
 //! - `admin`: the separate, password-guarded admin listener;
+//! - `serve`: the connection layer under all of them (accept loops, TLS, deadlines, the
+//!   connection limit, a bounded stop, event streams written off hyper);
 //! - `tenant`: who a request is about; `session`: whether it proves a session that may write;
 //! - `error`: every failure of every layer, mapped to a status and a plain-text body.
 
@@ -20,6 +22,7 @@ mod firehose;
 mod grant;
 mod jws;
 mod pubky_events;
+pub mod serve;
 mod session;
 mod sse;
 mod tenant;
