@@ -3,6 +3,7 @@
 //! - `storage`: the LMDB store, its migrations, and the single group-committing writer;
 //! - `events`: committed changes, their ids, and the firehose's subscription tables and fan-out;
 //! - `http`: the HTTP surface, routes grouped by concern;
+//! - `pkarr`: being found: the server's pkarr record, users' records republished, resolving;
 //! - `config`, `server`: how a server is configured, started and stopped;
 //! - `load`: the load generator behind `hearth load`, which measures a server over HTTP.
 
@@ -14,6 +15,7 @@ pub mod http;
 pub mod identity;
 pub mod load;
 pub mod path;
+pub mod pkarr;
 pub mod server;
 pub mod storage;
 
