@@ -9,8 +9,8 @@
 //! - `republisher`: republishes the users' own records, unchanged, so they don't expire;
 //! - `resolve`: from a homeserver's key to how to reach it (for the relay).
 //!
-//! Nothing here knows HTTP or the store: the server hands in the key, the settings, the list of
-//! users and the shutdown signal.
+//! `Beacon` runs the publisher and the republisher for a server. Nothing here knows HTTP or the
+//! store: the server hands in the key, the settings, the list of users and the shutdown signal.
 
 pub mod publisher;
 pub mod record;
@@ -18,8 +18,16 @@ pub mod republisher;
 pub mod resolve;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
 
-pub use pkarr::{Client, ClientBuilder, PublicKey, SignedPacket};
+pub use pkarr::{Client, ClientBuilder, Keypair, PublicKey, SignedPacket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use publisher::PublishStatus;
+use record::{RecordError, ServerRecord};
+use republisher::UserRepublisher;
 
 /// DHT nodes a publish must reach on the public Mainline DHT before Pubky counts it as done.
 const PUBLIC_MIN_STORED_NODES: u32 = 10;
@@ -99,6 +107,100 @@ impl Network {
             1
         } else {
             PUBLIC_MIN_STORED_NODES
+        }
+    }
+}
+
+/// What a server publishes, and where.
+#[derive(Debug, Clone)]
+pub struct BeaconSettings {
+    pub network: Network,
+    pub record: ServerRecord,
+    /// Between passes over the users' records; zero: never.
+    pub user_republish: Duration,
+}
+
+/// Why a beacon cannot start: bad settings, caught before the server serves.
+#[derive(Debug, thiserror::Error)]
+pub enum BeaconError {
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+/// The server's presence on the DHT: its record published, its users' records kept alive.
+pub struct Beacon {
+    client: Client,
+    status: Arc<PublishStatus>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Beacon {
+    /// Sign the record and start the background tasks; returns at once. `users` lists the
+    /// server's users (it is called on the blocking pool before each republishing pass).
+    pub fn start<F, E>(
+        keypair: &Keypair,
+        settings: &BeaconSettings,
+        users: F,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Beacon, BeaconError>
+    where
+        F: Fn() -> Result<Vec<PublicKey>, E> + Clone + Send + Sync + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let client = settings.network.client()?;
+        let packet = settings.record.sign(keypair)?;
+        let (status, publishing) = publisher::spawn(
+            client.clone(),
+            packet,
+            publisher::Schedule::default(),
+            shutdown.clone(),
+        );
+        let mut tasks = vec![publishing];
+        if settings.user_republish.is_zero() {
+            tracing::info!("republishing users' pkarr records is off");
+        } else {
+            if settings.user_republish < republisher::PUBKY_MIN_INTERVAL {
+                tracing::warn!(
+                    secs = settings.user_republish.as_secs(),
+                    "users' pkarr records are republished more often than every 30 minutes: \
+                     heavy on the DHT (Pubky's homeserver refuses to go below that)"
+                );
+            }
+            let republisher = UserRepublisher::new(
+                client.clone(),
+                keypair.public_key(),
+                settings.network.min_stored_nodes(),
+            );
+            tasks.push(republisher::spawn(
+                republisher,
+                settings.user_republish,
+                users,
+                shutdown,
+            ));
+        }
+        Ok(Beacon {
+            client,
+            status,
+            tasks,
+        })
+    }
+
+    /// The pkarr client the beacon publishes through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// How publishing the server's record has gone.
+    pub fn status(&self) -> Arc<PublishStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// Wait for the tasks to end (they end on the shutdown signal).
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 }

@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 
 /// Default interval between passes: 4 hours, as Pubky.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(4 * 60 * 60);
+/// Pubky's homeserver never republishes more often than this; Hearth warns below it.
+pub const PUBKY_MIN_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Users looked up at once, as Pubky.
 pub const CONCURRENCY: usize = 12;
 /// The first pass waits this long after start (or one interval, if shorter), so a server
@@ -267,5 +269,91 @@ fn log(summary: &Summary, elapsed: Duration) {
             elapsed_ms,
             "republished users' pkarr records"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pkarr::dns::rdata::SVCB;
+    use pkarr::dns::Name;
+    use pkarr::Keypair;
+
+    use super::*;
+    use crate::pkarr::Network;
+
+    /// A user's `_pubky` record, as the SDK publishes it at signup.
+    fn user_record(user: &Keypair, homeserver: &PublicKey) -> SignedPacket {
+        let target = homeserver.to_z32();
+        SignedPacket::builder()
+            .https(
+                Name::new_unchecked("_pubky"),
+                SVCB::new(0, Name::new_unchecked(&target)),
+                3600,
+            )
+            .sign(user)
+            .unwrap()
+    }
+
+    #[test]
+    fn only_records_naming_this_homeserver_are_ours() {
+        let user = Keypair::random();
+        let ours = Keypair::random().public_key();
+        let theirs = Keypair::random().public_key();
+        assert!(names_homeserver(&user_record(&user, &ours), &ours));
+        assert!(!names_homeserver(&user_record(&user, &theirs), &ours));
+        let empty = SignedPacket::builder().sign(&user).unwrap();
+        assert!(!names_homeserver(&empty, &ours));
+    }
+
+    #[tokio::test]
+    async fn one_pass_counts_every_user() {
+        let testnet = mainline::Testnet::builder(3).build().unwrap();
+        let network = Network::testnet(&testnet.bootstrap);
+        let homeserver = Keypair::random().public_key();
+        let publisher = network.client().unwrap();
+
+        let ours = Keypair::random();
+        let packet = user_record(&ours, &homeserver);
+        publisher.publish(&packet).await.unwrap();
+        let moved = Keypair::random();
+        let elsewhere = Keypair::random().public_key();
+        publisher
+            .publish(&user_record(&moved, &elsewhere))
+            .await
+            .unwrap();
+        let silent = Keypair::random();
+
+        let republisher = UserRepublisher::new(
+            network.client().unwrap(),
+            homeserver,
+            network.min_stored_nodes(),
+        );
+        let summary = republisher
+            .run_once(vec![
+                ours.public_key(),
+                moved.public_key(),
+                silent.public_key(),
+            ])
+            .await;
+        assert_eq!(
+            summary,
+            Summary {
+                users: 3,
+                found: 2,
+                republished: 1,
+                elsewhere: 1,
+                missing: 1,
+                failed: 0,
+            }
+        );
+
+        // What is on the DHT is the user's record, unchanged: same timestamp, same bytes.
+        let reader = network.client().unwrap();
+        let found = reader
+            .resolve(&ours.public_key(), ResolvePolicy::NetworkOnly)
+            .await
+            .unwrap();
+        assert_eq!(found.timestamp(), packet.timestamp());
+        assert_eq!(found.as_bytes(), packet.as_bytes());
     }
 }
