@@ -18,16 +18,15 @@ pub mod republisher;
 pub mod resolve;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use pkarr::{Client, ClientBuilder, Keypair, PublicKey, SignedPacket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use publisher::PublishStatus;
+use publisher::PublishCount;
 use record::{RecordError, ServerRecord};
-use republisher::UserRepublisher;
+use republisher::{Summary, UserRepublisher};
 
 /// DHT nodes a publish must reach on the public Mainline DHT before Pubky counts it as done.
 const PUBLIC_MIN_STORED_NODES: u32 = 10;
@@ -132,7 +131,8 @@ pub enum BeaconError {
 /// The server's presence on the DHT: its record published, its users' records kept alive.
 pub struct Beacon {
     client: Client,
-    status: Arc<PublishStatus>,
+    published: watch::Receiver<PublishCount>,
+    passes: watch::Receiver<Option<Summary>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -151,13 +151,14 @@ impl Beacon {
     {
         let client = settings.network.client()?;
         let packet = settings.record.sign(keypair)?;
-        let (status, publishing) = publisher::spawn(
+        let (published, publishing) = publisher::spawn(
             client.clone(),
             packet,
             publisher::Schedule::default(),
             shutdown.clone(),
         );
         let mut tasks = vec![publishing];
+        let (pass, passes) = watch::channel(None);
         if settings.user_republish.is_zero() {
             tracing::info!("republishing users' pkarr records is off");
         } else {
@@ -177,12 +178,14 @@ impl Beacon {
                 republisher,
                 settings.user_republish,
                 users,
+                pass,
                 shutdown,
             ));
         }
         Ok(Beacon {
             client,
-            status,
+            published,
+            passes,
             tasks,
         })
     }
@@ -192,9 +195,14 @@ impl Beacon {
         &self.client
     }
 
-    /// How publishing the server's record has gone.
-    pub fn status(&self) -> Arc<PublishStatus> {
-        Arc::clone(&self.status)
+    /// How publishing the server's record has gone so far, updated after each try.
+    pub fn published(&self) -> watch::Receiver<PublishCount> {
+        self.published.clone()
+    }
+
+    /// The last pass over the users' records (none before the first), updated after each.
+    pub fn user_passes(&self) -> watch::Receiver<Option<Summary>> {
+        self.passes.clone()
     }
 
     /// Wait for the tasks to end (they end on the shutdown signal).

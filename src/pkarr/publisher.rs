@@ -5,8 +5,6 @@
 //! nodes forget what is not refreshed). A failure is logged and counted, never fatal. The task
 //! ends when the server's shutdown signal flips, in the middle of a publish if need be.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use pkarr::{Client, SignedPacket};
@@ -18,23 +16,13 @@ pub const RETRY: Duration = Duration::from_secs(60);
 /// How long after a successful publish the record is published again.
 pub const REFRESH: Duration = Duration::from_secs(60 * 60);
 
-/// What the publisher has done so far; shared with whoever wants to know.
-#[derive(Debug, Default)]
-pub struct PublishStatus {
-    published: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl PublishStatus {
+/// What the publisher has done so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PublishCount {
     /// Publishes that succeeded.
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
-    }
-
+    pub published: u64,
     /// Publishes that failed.
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
+    pub failed: u64,
 }
 
 /// When to try again.
@@ -59,17 +47,17 @@ pub fn spawn(
     packet: SignedPacket,
     schedule: Schedule,
     shutdown: watch::Receiver<bool>,
-) -> (Arc<PublishStatus>, JoinHandle<()>) {
-    let status = Arc::new(PublishStatus::default());
-    let task = tokio::spawn(run(client, packet, schedule, Arc::clone(&status), shutdown));
-    (status, task)
+) -> (watch::Receiver<PublishCount>, JoinHandle<()>) {
+    let (count, counted) = watch::channel(PublishCount::default());
+    let task = tokio::spawn(run(client, packet, schedule, count, shutdown));
+    (counted, task)
 }
 
 async fn run(
     client: Client,
     packet: SignedPacket,
     schedule: Schedule,
-    status: Arc<PublishStatus>,
+    count: watch::Sender<PublishCount>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let key = packet.public_key().to_z32();
@@ -80,12 +68,13 @@ async fn run(
         };
         let wait = match published {
             Ok(stored_on) => {
-                status.published.fetch_add(1, Ordering::Relaxed);
+                count.send_modify(|count| count.published += 1);
                 tracing::info!(%key, stored_on, "published the server's pkarr record");
                 schedule.refresh
             }
             Err(err) => {
-                let failed = status.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                count.send_modify(|count| count.failed += 1);
+                let failed = count.borrow().failed;
                 tracing::warn!(
                     %key,
                     failed,

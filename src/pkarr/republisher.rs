@@ -195,12 +195,14 @@ pub fn names_homeserver(packet: &SignedPacket, homeserver: &PublicKey) -> bool {
         .is_some_and(|target| target == *homeserver)
 }
 
-/// Run a pass every `interval` until `shutdown`, over the users `users` lists at that moment.
-/// Reading the list runs on the blocking pool (it reads the store).
+/// Run a pass every `interval` until `shutdown`, over the users `users` lists at that moment,
+/// and tell `passes` how each went. Reading the list runs on the blocking pool (it reads the
+/// store).
 pub fn spawn<F, E>(
     republisher: UserRepublisher,
     interval: Duration,
     users: F,
+    passes: watch::Sender<Option<Summary>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()>
 where
@@ -233,6 +235,7 @@ where
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             log(&summary, started.elapsed());
+            passes.send_replace(Some(summary));
         }
     })
 }
