@@ -48,6 +48,18 @@ pub struct Config {
     pub keepalive_secs: u64,
     /// How many `sub` patterns one firehose connection may have.
     pub max_patterns: usize,
+    /// The TLS listener (the server key as an RFC 7250 raw public key); off unless set.
+    pub tls_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a whole request head.
+    pub head_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait between requests.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is refused (408).
+    pub body_stall_secs: u64,
+    /// Seconds a stop waits for open connections before closing them.
+    pub shutdown_grace_secs: u64,
+    /// Open connections at most; none derives it from the open-file limit.
+    pub max_connections: Option<usize>,
     /// The IP address the pkarr record advertises.
     pub public_ip: IpAddr,
     /// The TLS port the record advertises; none: the port the TLS listener bound.
@@ -79,6 +91,12 @@ impl Default for Config {
             map_size: 64 << 30,
             keepalive_secs: 15,
             max_patterns: 100,
+            tls_listen: None,
+            head_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_stall_secs: 30,
+            shutdown_grace_secs: 5,
+            max_connections: None,
             public_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             public_tls_port: None,
             public_http_port: None,
@@ -123,6 +141,25 @@ pub struct ServeArgs {
     /// Seconds between keep-alive comments on idle event streams [default: 15]
     #[arg(long, env = "HEARTH_KEEPALIVE_SECS")]
     pub keepalive_secs: Option<u64>,
+    /// Address of the TLS listener, the server key as a raw public key (off unless set)
+    #[arg(long, env = "HEARTH_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a whole request head [default: 10]
+    #[arg(long, env = "HEARTH_HEAD_TIMEOUT_SECS")]
+    pub head_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait between requests [default: 60]
+    #[arg(long, env = "HEARTH_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request body may send nothing before it is refused with 408 [default: 30]
+    #[arg(long, env = "HEARTH_BODY_STALL_SECS")]
+    pub body_stall_secs: Option<u64>,
+    /// Seconds a stop waits for open connections before closing them [default: 5]
+    #[arg(long, env = "HEARTH_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Open connections at most; beyond, new ones are answered 503 [default: the open-file
+    /// limit less a reserve]
+    #[arg(long, env = "HEARTH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// IP address published in the server's pkarr record [default: 127.0.0.1]
     #[arg(long, env = "HEARTH_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
@@ -166,6 +203,12 @@ impl Config {
             max_body_bytes,
             no_sync,
             keepalive_secs,
+            tls_listen,
+            head_timeout_secs,
+            idle_timeout_secs,
+            body_stall_secs,
+            shutdown_grace_secs,
+            max_connections,
             public_ip,
             public_tls_port,
             public_http_port,
@@ -200,6 +243,24 @@ impl Config {
         }
         if let Some(v) = keepalive_secs {
             config.keepalive_secs = v;
+        }
+        if tls_listen.is_some() {
+            config.tls_listen = tls_listen;
+        }
+        if let Some(v) = head_timeout_secs {
+            config.head_timeout_secs = v;
+        }
+        if let Some(v) = idle_timeout_secs {
+            config.idle_timeout_secs = v;
+        }
+        if let Some(v) = body_stall_secs {
+            config.body_stall_secs = v;
+        }
+        if let Some(v) = shutdown_grace_secs {
+            config.shutdown_grace_secs = v;
+        }
+        if max_connections.is_some() {
+            config.max_connections = max_connections;
         }
         if let Some(v) = public_ip {
             config.public_ip = v;
@@ -247,6 +308,18 @@ impl Config {
         if self.max_patterns == 0 {
             return Err(Error::bad_request("max_patterns must be at least 1"));
         }
+        for (name, secs) in [
+            ("head_timeout_secs", self.head_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_stall_secs", self.body_stall_secs),
+        ] {
+            if secs == 0 {
+                return Err(Error::bad_request(format!("{name} must be at least 1")));
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err(Error::bad_request("max_connections must be at least 1"));
+        }
         if let Some(domain) = &self.icann_domain {
             crate::pkarr::record::check_domain(domain)
                 .map_err(|err| Error::bad_request(err.to_string()))?;
@@ -269,6 +342,16 @@ impl Config {
 
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(self.keepalive_secs)
+    }
+
+    /// The connection deadlines and stop grace, as the connection layer takes them.
+    pub fn connection_limits(&self) -> crate::http::serve::Limits {
+        crate::http::serve::Limits {
+            head: Duration::from_secs(self.head_timeout_secs),
+            idle: Duration::from_secs(self.idle_timeout_secs),
+            body_stall: Duration::from_secs(self.body_stall_secs),
+            grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
     }
 
     /// A configuration for tests and tools: a given data dir, an ephemeral port.

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod error;
 pub mod events;
 pub mod http;

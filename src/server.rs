@@ -1,19 +1,22 @@
 //! Starting and stopping a server.
 //!
-//! `Server::start` opens the store, starts the writer, binds the listeners and serves until
-//! `shutdown` is called; `stopped` then waits for in-flight requests to finish, the writer to
-//! drain, and LMDB to close. The binary and the tests use exactly this path.
+//! `Server::start` locks the data directory, opens the store, starts the writer, binds the
+//! listeners and serves until `shutdown` is called; `stopped` then waits for in-flight requests
+//! to finish (at most the shutdown grace), the writer to drain, and LMDB to close. The binary
+//! and the tests use exactly this path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::datadir::DataDirLock;
 use crate::error::{Error, Result};
 use crate::events::hub::{Hub, DEFAULT_MAILBOX};
+use crate::http::serve::{self, Listener};
 use crate::http::{self, AppState};
 use crate::identity;
 use crate::storage::schema::meta_keys;
@@ -24,6 +27,7 @@ use crate::storage::{Store, StoreOptions};
 pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     public_key: String,
     store: Store,
     shutdown: watch::Sender<bool>,
@@ -34,6 +38,8 @@ impl Server {
     /// Open the store in `config.data_dir`, bind, and start serving.
     pub async fn start(config: Config) -> Result<Server> {
         config.validate()?;
+        // Before anything in the directory is touched: one server per data directory.
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let keypair = identity::load_or_create(&config.data_dir)?;
         let public_key = keypair.public_key().z32();
         let options = StoreOptions {
@@ -51,26 +57,30 @@ impl Server {
         let on_commit: CommitListener = Arc::new(move |events| publisher.publish(events));
         let (writer, writer_thread) = Writer::start(store.clone(), on_commit)?;
 
-        let listener = TcpListener::bind(config.listen).await.map_err(|err| {
-            Error::Io(std::io::Error::new(
-                err.kind(),
-                format!("cannot listen on {}: {err}", config.listen),
-            ))
-        })?;
+        let listener = bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let tls_listener = match config.tls_listen {
+            Some(tls) => Some(bind(tls).await?),
+            None => None,
+        };
+        let tls_addr = tls_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let admin_listener = match config.admin_listen {
-            Some(admin) => Some(TcpListener::bind(admin).await.map_err(|err| {
-                Error::Io(std::io::Error::new(
-                    err.kind(),
-                    format!("cannot listen on {admin}: {err}"),
-                ))
-            })?),
+            Some(admin) => Some(bind(admin).await?),
             None => None,
         };
         let admin_addr = admin_listener
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        let open_files = serve::raise_open_file_limit();
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(|| serve::default_max_connections(open_files));
+        tracing::info!(open_files, max_connections, "connection limit");
+        let limits = config.connection_limits();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let served_store = store.clone();
@@ -89,38 +99,67 @@ impl Server {
             signalled(stop_streams).await;
             hub.shutdown();
         });
-        // `into_make_service`: each connection gets a cheap clone of the router. Serving the
-        // `Router` itself re-runs `with_state(())` per connection, which deep-clones every
-        // route (~19 KiB a connection, measured with heaptrack): too much for idle streams.
-        let public = axum::serve(listener, http::router(state.clone()).into_make_service())
-            .with_graceful_shutdown(signalled(shutdown_rx.clone()));
-        let admin = admin_listener.map(|listener| {
-            axum::serve(listener, http::admin::router(state.clone()))
-                .with_graceful_shutdown(signalled(shutdown_rx.clone()))
-        });
+        // The public listeners (plain and TLS) share one connection limit; the admin listener
+        // has its own few slots, so that a flood on the public port never locks the admin out.
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let router = http::router(state.clone());
+        let mut listeners = vec![Listener {
+            tcp: listener,
+            tls: None,
+            app: router.clone(),
+            streams: true,
+            slots: Arc::clone(&slots),
+            name: "http",
+        }];
+        if let Some(tcp) = tls_listener {
+            listeners.push(Listener {
+                tcp,
+                tls: Some(serve::tls_acceptor(keypair.as_inner())),
+                app: router,
+                streams: true,
+                slots,
+                name: "tls",
+            });
+        }
+        if let Some(tcp) = admin_listener {
+            listeners.push(Listener {
+                tcp,
+                tls: None,
+                app: http::admin::router(state.clone()),
+                streams: false,
+                slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+                name: "admin",
+            });
+        }
         // Handlers hold their own clones; this one must not keep the writer alive.
         drop(state);
 
         let task = tokio::spawn(async move {
-            let admin_task =
-                admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
-            let served = public.await;
-            if let Some(admin_task) = admin_task {
-                let _ = admin_task.await;
+            let serving: Vec<_> = listeners
+                .into_iter()
+                .map(|listener| {
+                    tokio::spawn(serve::serve(listener, limits.clone(), shutdown_rx.clone()))
+                })
+                .collect();
+            for listener in serving {
+                let _ = listener.await;
             }
-            // Every `Writer` is gone with the router: the writer drains its queue and exits.
+            // Every `Writer` is gone with the routers: the writer drains its queue (every
+            // acknowledged write is committed already) and exits; then the store closes.
             tokio::task::spawn_blocking(move || {
                 writer_thread.join();
                 store.close();
             })
             .await
             .map_err(|err| Error::Corrupt(format!("closing the store panicked: {err}")))?;
-            served.map_err(Error::Io)
+            drop(lock);
+            Ok(())
         });
 
         Ok(Server {
             addr,
             admin_addr,
+            tls_addr,
             public_key,
             store: served_store,
             shutdown,
@@ -134,6 +173,11 @@ impl Server {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The TLS listener's address, when `tls_listen` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The server's public key, z-base32.
@@ -163,6 +207,18 @@ impl Server {
         task.await
             .map_err(|err| Error::Corrupt(format!("the server task failed: {err}")))?
     }
+}
+
+/// Connection slots of the admin listener, apart from the public limit.
+const ADMIN_CONNECTIONS: usize = 64;
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        Error::Io(std::io::Error::new(
+            err.kind(),
+            format!("cannot listen on {addr}: {err}"),
+        ))
+    })
 }
 
 async fn signalled(mut shutdown: watch::Receiver<bool>) {

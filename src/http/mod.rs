@@ -16,6 +16,7 @@ pub mod firehose;
 pub mod grant;
 pub mod jws;
 pub mod pubky_events;
+pub mod serve;
 pub mod tenant;
 
 use std::sync::Arc;
