@@ -7,7 +7,8 @@
 //! - `record`: the server's own record (its shape is Pubky's, byte for byte);
 //! - `publisher`: publishes that record in the background, retried until it lands, then hourly;
 //! - `republisher`: republishes the users' own records, unchanged, so they don't expire;
-//! - `resolve`: from a homeserver's key to how to reach it (for the relay).
+//! - `resolve`: from a homeserver's key to how to reach it (for the relay);
+//! - `testnet`: a local DHT for development (`hearth testnet`).
 //!
 //! `Beacon` runs the publisher and the republisher for a server. Nothing here knows HTTP or the
 //! store: the server hands in the key, the settings, the list of users and the shutdown signal.
@@ -16,11 +17,12 @@ pub mod publisher;
 pub mod record;
 pub mod republisher;
 pub mod resolve;
+pub mod testnet;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-pub use pkarr::{Client, ClientBuilder, Keypair, PublicKey, SignedPacket};
+pub use pkarr::{Client, ClientBuilder, Keypair, PublicKey, ResolvePolicy, SignedPacket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

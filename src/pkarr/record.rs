@@ -10,9 +10,9 @@
 //!    big-endian bytes (browsers and the JS SDK read it);
 //! 3. `A <IP>` (`AAAA` for IPv6).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use pkarr::dns::rdata::{SVCParam, SVCB};
+use pkarr::dns::rdata::{RData, SVCParam, SVCB};
 use pkarr::dns::Name;
 use pkarr::{Keypair, SignedPacket};
 
@@ -81,6 +81,68 @@ impl ServerRecord {
     }
 }
 
+/// A signed packet's records, one line each, the way `dig` prints them: name relative to the
+/// key (`@` for the apex), TTL, class, type and data; SvcParams as `key=value`, unknown keys as
+/// `key<N>=<hex>`.
+pub fn dig(packet: &SignedPacket) -> Vec<String> {
+    let apex = packet.public_key().to_z32();
+    packet
+        .all_resource_records()
+        .map(|rr| {
+            let name = rr.name.to_string();
+            let name = match name.strip_suffix(apex.as_str()) {
+                Some("") => "@".to_owned(),
+                Some(sub) => sub.trim_end_matches('.').to_owned(),
+                None => name,
+            };
+            let data = match &rr.rdata {
+                RData::HTTPS(https) => svcb_line("HTTPS", &https.0),
+                RData::SVCB(svcb) => svcb_line("SVCB", svcb),
+                RData::A(a) => format!("A {}", Ipv4Addr::from_bits(a.address)),
+                RData::AAAA(a) => format!("AAAA {}", Ipv6Addr::from_bits(a.address)),
+                other => format!("{other:?}"),
+            };
+            format!("{name} {} IN {data}", rr.ttl)
+        })
+        .collect()
+}
+
+fn svcb_line(kind: &str, svcb: &SVCB) -> String {
+    let target = match svcb.target.to_string() {
+        root if root.is_empty() => ".".to_owned(),
+        name => name,
+    };
+    let mut line = format!("{kind} {} {target}", svcb.priority);
+    for param in svcb.iter_params() {
+        let text = match param {
+            SVCParam::Port(port) => format!("port={port}"),
+            SVCParam::Ipv4Hint(ips) => format!(
+                "ipv4hint={}",
+                join(ips.iter().map(|ip| Ipv4Addr::from_bits(*ip)))
+            ),
+            SVCParam::Ipv6Hint(ips) => format!(
+                "ipv6hint={}",
+                join(ips.iter().map(|ip| Ipv6Addr::from_bits(*ip)))
+            ),
+            SVCParam::Unknown(key, value) => {
+                let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+                format!("key{key}={hex}")
+            }
+            other => format!("key{}", other.key_code()),
+        };
+        line.push(' ');
+        line.push_str(&text);
+    }
+    line
+}
+
+fn join(items: impl Iterator<Item = impl std::fmt::Display>) -> String {
+    items
+        .map(|item| item.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `.`: the apex as a record name, and "this same host" as an SVCB target.
 fn root() -> Name<'static> {
     Name::new_unchecked(".")
@@ -104,9 +166,7 @@ pub fn check_domain(domain: &str) -> Result<(), RecordError> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    use pkarr::dns::rdata::RData;
+    use std::net::Ipv4Addr;
 
     use super::*;
 
@@ -119,46 +179,6 @@ mod tests {
         }
     }
 
-    /// `(priority, target, params)` of each HTTPS record, and the address records, in order.
-    fn dump(packet: &SignedPacket) -> Vec<String> {
-        packet
-            .all_resource_records()
-            .map(|rr| {
-                assert_eq!(rr.ttl, TTL);
-                assert_eq!(rr.name.to_string(), packet.public_key().to_z32());
-                match &rr.rdata {
-                    RData::HTTPS(https) => {
-                        let params: Vec<String> = https
-                            .0
-                            .iter_params()
-                            .map(|param| match param {
-                                SVCParam::Port(port) => format!("port={port}"),
-                                SVCParam::Ipv4Hint(ips) => {
-                                    format!("ipv4hint={}", Ipv4Addr::from_bits(ips[0]))
-                                }
-                                SVCParam::Ipv6Hint(ips) => {
-                                    format!("ipv6hint={}", Ipv6Addr::from_bits(ips[0]))
-                                }
-                                SVCParam::Unknown(key, value) => format!("key{key}={value:?}"),
-                                other => format!("{other:?}"),
-                            })
-                            .collect();
-                        let target = match https.0.target.to_string() {
-                            root if root.is_empty() => ".".to_owned(),
-                            name => name,
-                        };
-                        format!("HTTPS {} {target} {}", https.0.priority, params.join(" "))
-                            .trim_end()
-                            .to_owned()
-                    }
-                    RData::A(a) => format!("A {}", Ipv4Addr::from_bits(a.address)),
-                    RData::AAAA(a) => format!("AAAA {}", Ipv6Addr::from_bits(a.address)),
-                    other => format!("unexpected {other:?}"),
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn ipv4_record_without_domain() {
         let keypair = Keypair::random();
@@ -167,8 +187,11 @@ mod tests {
             .unwrap();
         assert_eq!(packet.public_key(), keypair.public_key());
         assert_eq!(
-            dump(&packet),
-            ["HTTPS 1 . port=6288 ipv4hint=203.0.113.7", "A 203.0.113.7"]
+            dig(&packet),
+            [
+                "@ 3600 IN HTTPS 1 . port=6288 ipv4hint=203.0.113.7",
+                "@ 3600 IN A 203.0.113.7"
+            ]
         );
     }
 
@@ -178,12 +201,12 @@ mod tests {
             .sign(&Keypair::random())
             .unwrap();
         assert_eq!(
-            dump(&packet),
+            dig(&packet),
             [
-                "HTTPS 1 . port=6288 ipv4hint=127.0.0.1",
+                "@ 3600 IN HTTPS 1 . port=6288 ipv4hint=127.0.0.1",
                 // 6287 = 0x188f
-                "HTTPS 10 localhost key65280=[24, 143]",
-                "A 127.0.0.1"
+                "@ 3600 IN HTTPS 10 localhost key65280=188f",
+                "@ 3600 IN A 127.0.0.1"
             ]
         );
     }
@@ -197,11 +220,11 @@ mod tests {
         .sign(&Keypair::random())
         .unwrap();
         assert_eq!(
-            dump(&packet),
+            dig(&packet),
             [
-                "HTTPS 1 . port=6288 ipv6hint=2001:db8::1",
-                "HTTPS 10 homeserver.example.org",
-                "AAAA 2001:db8::1"
+                "@ 3600 IN HTTPS 1 . port=6288 ipv6hint=2001:db8::1",
+                "@ 3600 IN HTTPS 10 homeserver.example.org",
+                "@ 3600 IN AAAA 2001:db8::1"
             ]
         );
     }

@@ -74,14 +74,22 @@ pub async fn resolve_homeserver(
     client: &Client,
     key: &PublicKey,
 ) -> Result<HomeserverAddress, ResolveError> {
-    match client.resolve(key, ResolvePolicy::CacheFirst).await {
-        Ok(packet) => read_record(&packet),
-        Err(pkarr::errors::ResolveError::NotFound) => Err(ResolveError::NotFound(key.to_z32())),
-        Err(source) => Err(ResolveError::Lookup {
+    read_record(&lookup(client, key, ResolvePolicy::CacheFirst).await?)
+}
+
+/// The signed packet `key` published, as `policy` finds it.
+pub async fn lookup(
+    client: &Client,
+    key: &PublicKey,
+    policy: ResolvePolicy,
+) -> Result<SignedPacket, ResolveError> {
+    client.resolve(key, policy).await.map_err(|err| match err {
+        pkarr::errors::ResolveError::NotFound => ResolveError::NotFound(key.to_z32()),
+        source => ResolveError::Lookup {
             key: key.to_z32(),
             source,
-        }),
-    }
+        },
+    })
 }
 
 /// Read a homeserver's record. The lowest priority wins among several of a kind.
