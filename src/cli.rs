@@ -25,6 +25,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only add noise"
+)]
 pub enum Command {
     /// Run the server (LMDB in ./hearth-data, on 127.0.0.1:6287, unless told otherwise).
     Serve(ServeArgs),
