@@ -250,28 +250,18 @@ fn log(summary: &Summary, elapsed: Duration) {
         failed,
     } = *summary;
     let elapsed_ms = elapsed.as_millis() as u64;
+    tracing::info!(
+        users,
+        found,
+        republished,
+        elsewhere,
+        missing,
+        failed,
+        elapsed_ms,
+        "republished users' pkarr records"
+    );
     if failed > 0 {
-        tracing::warn!(
-            users,
-            found,
-            republished,
-            elsewhere,
-            missing,
-            failed,
-            elapsed_ms,
-            "republished users' pkarr records"
-        );
-    } else {
-        tracing::info!(
-            users,
-            found,
-            republished,
-            elsewhere,
-            missing,
-            failed,
-            elapsed_ms,
-            "republished users' pkarr records"
-        );
+        tracing::warn!(failed, "some users' pkarr records could not be republished");
     }
 }
 
