@@ -70,6 +70,15 @@ impl Network {
         let mut builder = Client::builder();
         if let Some(bootstrap) = &self.bootstrap {
             let nodes = bootstrap_nodes(bootstrap)?;
+            if nodes.iter().all(|node| node.ip().is_loopback()) {
+                // A DHT on this machine: the client's own node listens there too, on any free
+                // port (mainline would otherwise take 6881, the testnet's bootstrap port).
+                builder.dht(|dht| {
+                    dht.bind_address = Some(std::net::Ipv4Addr::LOCALHOST);
+                    dht.port = Some(0);
+                    dht
+                });
+            }
             builder
                 .bootstrap(&nodes)
                 .no_relays()

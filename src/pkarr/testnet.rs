@@ -33,6 +33,7 @@ impl Testnet {
                 .server_mode()
                 .bootstrap(&[bootstrap])
                 .bind_address(Ipv4Addr::LOCALHOST)
+                .port(0)
                 .build()?;
             all.push(node.as_async());
         }
