@@ -4,7 +4,7 @@
 //! The defaults make `hearth serve` work with no setup at all: LMDB in `./hearth-data`,
 //! listening on 127.0.0.1:6287, open signup, durable commits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -65,6 +65,21 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Open connections at most; none derives it from the open-file limit.
     pub max_connections: Option<usize>,
+    /// The IP address the pkarr record advertises.
+    pub public_ip: IpAddr,
+    /// The TLS port the record advertises; none: the port the TLS listener bound.
+    pub public_tls_port: Option<u16>,
+    /// The HTTP port the record advertises (for `icann_domain = "localhost"`); none: the port
+    /// `listen` bound.
+    pub public_http_port: Option<u16>,
+    /// An ICANN domain serving the same routes over plain HTTP(S), for browsers.
+    pub icann_domain: Option<String>,
+    /// DHT bootstrap nodes (`HOST:PORT`); none: the public Mainline DHT.
+    pub pkarr_bootstrap: Option<Vec<String>>,
+    /// pkarr relay URLs; none: pkarr's default relays, or no relay with `pkarr_bootstrap`.
+    pub pkarr_relay: Option<Vec<String>>,
+    /// Seconds between passes republishing the users' pkarr records; 0 turns it off.
+    pub user_republish_secs: u64,
 }
 
 impl Default for Config {
@@ -87,6 +102,13 @@ impl Default for Config {
             body_stall_secs: 30,
             shutdown_grace_secs: 5,
             max_connections: None,
+            public_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            public_tls_port: None,
+            public_http_port: None,
+            icann_domain: None,
+            pkarr_bootstrap: None,
+            pkarr_relay: None,
+            user_republish_secs: crate::pkarr::republisher::DEFAULT_INTERVAL.as_secs(),
         }
     }
 }
@@ -143,6 +165,29 @@ pub struct ServeArgs {
     /// limit less a reserve]
     #[arg(long, env = "HEARTH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// IP address published in the server's pkarr record [default: 127.0.0.1]
+    #[arg(long, env = "HEARTH_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// TLS port published in the record [default: the port --tls-listen bound]
+    #[arg(long, env = "HEARTH_PUBLIC_TLS_PORT")]
+    pub public_tls_port: Option<u16>,
+    /// HTTP port published in the record for --icann-domain localhost [default: the port
+    /// --listen bound]
+    #[arg(long, env = "HEARTH_PUBLIC_HTTP_PORT")]
+    pub public_http_port: Option<u16>,
+    /// ICANN domain serving the same routes for browsers, published in the record
+    #[arg(long, env = "HEARTH_ICANN_DOMAIN")]
+    pub icann_domain: Option<String>,
+    /// DHT bootstrap nodes, HOST:PORT[,...]: a private DHT, and no relay unless named
+    /// [default: the public Mainline DHT]
+    #[arg(long, env = "HEARTH_PKARR_BOOTSTRAP", value_delimiter = ',')]
+    pub pkarr_bootstrap: Option<Vec<String>>,
+    /// pkarr relay URLs, URL[,...] [default: pkarr's public relays, none with --pkarr-bootstrap]
+    #[arg(long, env = "HEARTH_PKARR_RELAY", value_delimiter = ',')]
+    pub pkarr_relay: Option<Vec<String>>,
+    /// Seconds between republishing the users' pkarr records; 0 = off [default: 14400]
+    #[arg(long, env = "HEARTH_USER_REPUBLISH_SECS")]
+    pub user_republish_secs: Option<u64>,
 }
 
 impl ConfigError {
@@ -175,6 +220,13 @@ impl Config {
             body_stall_secs,
             shutdown_grace_secs,
             max_connections,
+            public_ip,
+            public_tls_port,
+            public_http_port,
+            icann_domain,
+            pkarr_bootstrap,
+            pkarr_relay,
+            user_republish_secs,
         } = args.clone();
         if let Some(v) = data_dir {
             config.data_dir = v;
@@ -221,6 +273,27 @@ impl Config {
         if max_connections.is_some() {
             config.max_connections = max_connections;
         }
+        if let Some(v) = public_ip {
+            config.public_ip = v;
+        }
+        if public_tls_port.is_some() {
+            config.public_tls_port = public_tls_port;
+        }
+        if public_http_port.is_some() {
+            config.public_http_port = public_http_port;
+        }
+        if icann_domain.is_some() {
+            config.icann_domain = icann_domain;
+        }
+        if pkarr_bootstrap.is_some() {
+            config.pkarr_bootstrap = pkarr_bootstrap;
+        }
+        if pkarr_relay.is_some() {
+            config.pkarr_relay = pkarr_relay;
+        }
+        if let Some(v) = user_republish_secs {
+            config.user_republish_secs = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -258,7 +331,24 @@ impl Config {
         if self.max_connections == Some(0) {
             return Err(ConfigError::new("max_connections must be at least 1"));
         }
+        if let Some(domain) = &self.icann_domain {
+            crate::pkarr::record::check_domain(domain)
+                .map_err(|err| ConfigError::new(err.to_string()))?;
+        }
+        if self.public_tls_port == Some(0) || self.public_http_port == Some(0) {
+            return Err(ConfigError::new(
+                "public_tls_port and public_http_port must not be 0",
+            ));
+        }
         Ok(())
+    }
+
+    /// The DHT and relays the server's pkarr client uses.
+    pub fn pkarr_network(&self) -> crate::pkarr::Network {
+        crate::pkarr::Network {
+            bootstrap: self.pkarr_bootstrap.clone(),
+            relays: self.pkarr_relay.clone(),
+        }
     }
 
     pub fn keepalive(&self) -> Duration {
@@ -343,6 +433,67 @@ mod tests {
             ..ServeArgs::default()
         };
         assert_eq!(Config::load(&args).unwrap().shutdown_grace_secs, 1);
+    }
+
+    #[test]
+    fn pkarr_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hearth.toml");
+        std::fs::write(
+            &file,
+            "public_ip = \"203.0.113.5\"\nicann_domain = \"localhost\"\n\
+             pkarr_bootstrap = [\"127.0.0.1:6881\"]\nuser_republish_secs = 0\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            public_tls_port: Some(443),
+            pkarr_relay: Some(vec!["http://127.0.0.1:15411".into()]),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.public_ip, IpAddr::from([203, 0, 113, 5]));
+        assert_eq!(config.public_tls_port, Some(443));
+        assert_eq!(config.public_http_port, None);
+        assert_eq!(config.icann_domain.as_deref(), Some("localhost"));
+        assert_eq!(config.user_republish_secs, 0);
+        let network = config.pkarr_network();
+        assert_eq!(network.bootstrap, Some(vec!["127.0.0.1:6881".to_owned()]));
+        assert_eq!(
+            network.relays,
+            Some(vec!["http://127.0.0.1:15411".to_owned()])
+        );
+
+        let defaults = Config::default();
+        assert_eq!(defaults.public_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(defaults.user_republish_secs, 4 * 3600);
+        assert_eq!(defaults.pkarr_network(), crate::pkarr::Network::default());
+    }
+
+    #[test]
+    fn list_flags_split_on_commas() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "hearth",
+            "serve",
+            "--pkarr-bootstrap",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--icann-domain",
+            "localhost",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(
+            args.pkarr_bootstrap,
+            Some(vec!["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()])
+        );
+        let bad = ServeArgs {
+            icann_domain: Some("not a domain".into()),
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&bad).is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - `cli`, `config`, `server`, `datadir`: the binary's surface; how a server is configured,
 //!   started and stopped, and the lock that keeps one server per data directory;
 //! - `http`: the routes, and the only place that knows status codes (`http::error`);
+//! - `pkarr`: being found: the server's pkarr record, users' records republished, resolving
+//!   a homeserver's key;
 //! - `files`: the homeserver's state (users, sessions, grants, files, quota) and the ops that
 //!   change it;
 //! - `log`: the event log, the one group-committing writer that runs ops from any producer
@@ -30,5 +32,6 @@ pub mod log;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod path;
+pub mod pkarr;
 pub mod server;
 pub mod store;

@@ -21,6 +21,10 @@ use crate::log::hub::{Hub, DEFAULT_MAILBOX};
 use crate::log::EventLog;
 use crate::log::{CommitListener, Writer};
 use crate::migrations;
+use crate::pkarr::publisher::PublishCount;
+use crate::pkarr::record::ServerRecord;
+use crate::pkarr::republisher::Summary;
+use crate::pkarr::{Beacon, BeaconSettings, PublicKey};
 use crate::store::{meta_keys, Store, StoreError, StoreOptions};
 
 /// Why a server could not start, or did not stop cleanly.
@@ -36,6 +40,9 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("i/o failure: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting that passed the config's own checks but cannot work (the pkarr network).
+    #[error("{0}")]
+    Setting(String),
     /// The data directory belongs to another key.
     #[error("{0}")]
     KeyMismatch(String),
@@ -52,6 +59,9 @@ pub struct Server {
     admin_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     public_key: String,
+    /// How publishing the pkarr record goes, and the passes over users' records.
+    published: Option<watch::Receiver<PublishCount>>,
+    user_passes: Option<watch::Receiver<Option<Summary>>>,
     files: Files,
     log: EventLog,
     shutdown: watch::Sender<bool>,
@@ -62,6 +72,10 @@ impl Server {
     /// Open the store in `config.data_dir`, bind, and start serving.
     pub async fn start(config: Config) -> Result<Server> {
         config.validate()?;
+        if config.tls_listen.is_some() {
+            // Bootstrap nodes and relay URLs are checked before anything starts.
+            config.pkarr_network().builder().map_err(bad_setting)?;
+        }
         // Before anything in the directory is touched: one server per data directory.
         let lock = DataDirLock::acquire(&config.data_dir)?;
         let keypair = identity::load_or_create(&config.data_dir)?;
@@ -110,6 +124,20 @@ impl Server {
         let limits = config.connection_limits();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // Findable only with a TLS listener: the record points clients at it.
+        let beacon = match tls_addr {
+            Some(tls_addr) => Some(start_beacon(
+                &config,
+                &keypair,
+                addr,
+                tls_addr,
+                files.clone(),
+                shutdown_rx.clone(),
+            )?),
+            None => None,
+        };
+        let published = beacon.as_ref().map(Beacon::published);
+        let user_passes = beacon.as_ref().map(Beacon::user_passes);
         let state = AppState {
             files: files.clone(),
             log: log.clone(),
@@ -171,6 +199,10 @@ impl Server {
             for listener in serving {
                 let _ = listener.await;
             }
+            // The republisher reads the store: it must be done before the store closes.
+            if let Some(beacon) = beacon {
+                beacon.stopped().await;
+            }
             // Every `Writer` is gone with the routers: the writer drains its queue (every
             // acknowledged write is committed already) and exits; then the store closes.
             tokio::task::spawn_blocking(move || {
@@ -188,6 +220,8 @@ impl Server {
             admin_addr,
             tls_addr,
             public_key,
+            published,
+            user_passes,
             files,
             log,
             shutdown,
@@ -206,6 +240,16 @@ impl Server {
     /// The TLS listener's address, when `tls_listen` is set.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// Publishes of the server's pkarr record so far (with a TLS listener only).
+    pub fn record_published(&self) -> Option<watch::Receiver<PublishCount>> {
+        self.published.clone()
+    }
+
+    /// The last pass republishing users' records (with a TLS listener only).
+    pub fn user_passes(&self) -> Option<watch::Receiver<Option<Summary>>> {
+        self.user_passes.clone()
     }
 
     /// The server's public key, z-base32.
@@ -254,6 +298,48 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
             format!("cannot listen on {addr}: {err}"),
         ))
     })
+}
+
+/// Publish the server's record (pointing at the bound or configured public ports) and keep
+/// its users' records alive.
+fn start_beacon(
+    config: &Config,
+    keypair: &pubky_common::crypto::Keypair,
+    http_addr: SocketAddr,
+    tls_addr: SocketAddr,
+    files: Files,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Beacon> {
+    let settings = BeaconSettings {
+        network: config.pkarr_network(),
+        record: ServerRecord {
+            public_ip: config.public_ip,
+            tls_port: config.public_tls_port.unwrap_or(tls_addr.port()),
+            http_port: config.public_http_port.unwrap_or(http_addr.port()),
+            icann_domain: config.icann_domain.clone(),
+        },
+        user_republish: std::time::Duration::from_secs(config.user_republish_secs),
+    };
+    // Keys in the users table were checked at signup; one that no longer parses is skipped.
+    let users = move || {
+        files.user_keys().map(|keys| {
+            keys.iter()
+                .filter_map(|key| PublicKey::try_from(key.as_str()).ok())
+                .collect::<Vec<_>>()
+        })
+    };
+    let beacon =
+        Beacon::start(keypair.as_inner(), &settings, users, shutdown).map_err(bad_setting)?;
+    tracing::info!(
+        record = ?settings.record,
+        network = ?settings.network,
+        "publishing the server's pkarr record in the background"
+    );
+    Ok(beacon)
+}
+
+fn bad_setting(err: impl std::fmt::Display) -> ServerError {
+    ServerError::Setting(err.to_string())
 }
 
 async fn signalled(mut shutdown: watch::Receiver<bool>) {

@@ -140,8 +140,11 @@ async fn root(State(state): State<AppState>) -> impl axum::response::IntoRespons
     )
 }
 
-/// `GET /info`: the optional protocol features this server has: none. The SDK then addresses
-/// storage the legacy way (`/pub/...` with `pubky-host`), which is what Hearth serves.
+/// `GET /info`: the optional protocol features this server serves, and only those. The SDK
+/// 0.17 reads two: `grant-proof-logout` (sign out by proving the grant with a PoP, no live
+/// bearer needed; `grant::delete_session` serves it) and `path-addressed-storage` (not served:
+/// without it the SDK addresses storage the legacy way, `/pub/...` with `pubky-host`). Pubky's
+/// homeserver also lists `webdav-locks` and `websites`, which Hearth does not serve.
 async fn info() -> impl axum::response::IntoResponse {
     (
         [
@@ -151,7 +154,7 @@ async fn info() -> impl axum::response::IntoResponse {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        r#"{"features":[]}"#,
+        r#"{"features":["grant-proof-logout"]}"#,
     )
 }
 
