@@ -28,6 +28,9 @@ pub use tables::{BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, UserRec
 use crate::store::{Env, Store, StoreError};
 use tables::{chunk_key, decode, Tables};
 
+/// LMDB's largest key: a lookup by a longer (or empty) string is answered without LMDB.
+const MAX_KEY_BYTES: usize = 511;
+
 /// Why a file operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -97,7 +100,11 @@ impl Files {
         self.tables.users.get(&txn, user)?.map(decode).transpose()
     }
 
+    /// The session of `secret`; `None` for an unknown one, or one that could not be a key.
     pub fn session(&self, secret: &str) -> Result<Option<CookieSessionRecord>, StoreError> {
+        if secret.is_empty() || secret.len() > MAX_KEY_BYTES {
+            return Ok(None);
+        }
         let txn = self.env.read_txn()?;
         match self.tables.sessions.get(&txn, secret)? {
             None => Ok(None),
