@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestServer;
+use pubky_common::crypto::Keypair;
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 
@@ -72,4 +73,58 @@ async fn malformed_session_cookies_are_no_session() {
     }
     // Only the good requests wrote: two PUTs per bad cookie.
     assert_eq!(hs.events().len(), events_before + 2 * 6);
+}
+
+/// Every 405 says which methods the path answers, in `Allow` and in words; the admin
+/// listener's 404s and 405s have bodies too.
+#[tokio::test]
+async fn wrong_methods_and_unknown_paths_have_bodies() {
+    let hs = TestServer::start_token_mode().await;
+    let alice = Keypair::random().public_key().z32();
+    let public = hs.server.url();
+    let admin = hs.admin_url();
+    for (base, method, path, status, allow) in [
+        (&public, Method::GET, "/signup", 405, "POST"),
+        (&public, Method::PUT, "/info", 405, "GET"),
+        (&public, Method::PUT, "/pub/", 405, "GET"),
+        (&public, Method::POST, "/firehose", 405, "GET"),
+        (&public, Method::DELETE, "/events-stream", 405, "GET"),
+        (&public, Method::PATCH, "/pub/a/x", 405, "PUT"),
+        (&public, Method::GET, "/nothing/here", 404, ""),
+        (&admin, Method::GET, "/nothing/here", 404, ""),
+        (&admin, Method::PUT, "/", 405, "GET"),
+        (
+            &admin,
+            Method::DELETE,
+            "/generate_signup_token",
+            405,
+            "POST",
+        ),
+    ] {
+        let response = hs
+            .http
+            .request(method.clone(), format!("{base}{path}"))
+            .header("pubky-host", &alice)
+            .send()
+            .await
+            .unwrap();
+        let what = format!("{method} {path} on {base}");
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        if status == 405 {
+            let header = response.headers()["allow"].to_str().unwrap().to_string();
+            assert!(header.contains(allow), "{what}: Allow {header}");
+        }
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"),
+            "{what}"
+        );
+        let body = response.text().await.unwrap();
+        assert!(body.contains(path), "{what}: {body:?}");
+        if status == 405 {
+            assert!(body.contains(allow), "{what}: {body:?}");
+        }
+    }
 }
