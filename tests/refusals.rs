@@ -128,3 +128,33 @@ async fn wrong_methods_and_unknown_paths_have_bodies() {
         }
     }
 }
+
+/// `/events-stream` follows users x paths patterns: past `max_patterns` it is a 400, decided
+/// from the query alone, before any user is looked up or anything registered.
+#[tokio::test]
+async fn events_stream_patterns_are_capped() {
+    let hs = TestServer::start_with(|c| c.max_patterns = 10).await;
+    let alice = hs.signup().await;
+    let stream = |query: String| {
+        let url = hs.url(&format!("/events-stream?{query}"));
+        let http = hs.http.clone();
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let strangers: Vec<String> = (0..5)
+        .map(|_| format!("user={}", Keypair::random().public_key().z32()))
+        .collect();
+    let paths: Vec<String> = (0..3).map(|n| format!("path=/pub/{n}/")).collect();
+    let over = stream(format!("{}&{}", strangers.join("&"), paths.join("&"))).await;
+    assert_eq!(over.status(), StatusCode::BAD_REQUEST);
+    let text = over.text().await.unwrap();
+    assert!(
+        text.contains("5 users x 3 paths is 15, at most 10"),
+        "{text}"
+    );
+    // Within the cap, it streams.
+    let within: Vec<String> = (0..10).map(|n| format!("path=/pub/{n}/")).collect();
+    let ok = stream(format!("user={}&{}", alice.z32, within.join("&"))).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let eleven = format!("user={}&{}&path=/pub/x", alice.z32, within.join("&"));
+    assert_eq!(stream(eleven).await.status(), StatusCode::BAD_REQUEST);
+}

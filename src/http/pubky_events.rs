@@ -117,7 +117,8 @@ struct StreamRequest {
     reverse: bool,
 }
 
-fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
+/// `max_patterns` bounds users × paths: each pair is one subscription pattern.
+fn parse_stream_request(uri: &Uri, max_patterns: usize) -> Result<StreamRequest> {
     let mut raw_users = Vec::new();
     let mut raw_paths = Vec::new();
     let mut limit = None;
@@ -169,6 +170,7 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
         )));
     }
     let mut paths = Vec::with_capacity(raw_paths.len());
+    let mut seen = std::collections::HashSet::new();
     for raw in raw_paths {
         let absolute = if raw.starts_with('/') {
             raw
@@ -177,7 +179,9 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
         };
         let path = StoragePath::normalize(&absolute)
             .map_err(|err| Error::bad_request(format!("Invalid path: {absolute} ({err})")))?;
-        paths.push(path.as_str().to_string());
+        if seen.insert(path.as_str().to_string()) {
+            paths.push(path.as_str().to_string());
+        }
     }
     for path in &paths {
         if path.starts_with("/priv/") || path == "/priv" {
@@ -193,6 +197,15 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
     }
     if paths.is_empty() {
         paths.push(crate::path::PUBLIC_ROOT.to_string());
+    }
+    let patterns = users.len().saturating_mul(paths.len());
+    if patterns > max_patterns {
+        return Err(Error::bad_request(format!(
+            "too many patterns: {} users x {} paths is {patterns}, at most {max_patterns} per \
+             connection; split them over several streams",
+            users.len(),
+            paths.len()
+        )));
     }
     let users = users
         .into_iter()
@@ -249,7 +262,7 @@ pub async fn stream(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
 }
 
 async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response> {
-    let mut request = parse_stream_request(uri)?;
+    let mut request = parse_stream_request(uri, state.config.max_patterns)?;
     for (user, _) in &request.users {
         if state.files.user(user)?.is_none() {
             return Err(Error::NotFound(format!(
@@ -380,7 +393,7 @@ mod tests {
 
     fn parse(query: &str) -> Result<StreamRequest> {
         let uri: Uri = format!("/events-stream?{query}").parse().expect("uri");
-        parse_stream_request(&uri)
+        parse_stream_request(&uri, 100)
     }
 
     fn message(result: Result<StreamRequest>) -> (StatusCode, String) {
@@ -432,6 +445,16 @@ mod tests {
             message(parse(&format!("user={ALICE}:abc"))),
             (bad, "Invalid cursor: abc".into())
         );
+        let paths: Vec<String> = (0..101).map(|n| format!("path=/pub/{n}")).collect();
+        let (status, text) = message(parse(&format!("user={ALICE}&{}", paths.join("&"))));
+        assert_eq!(status, bad);
+        assert!(
+            text.starts_with("too many patterns: 1 users x 101 paths"),
+            "{text}"
+        );
+        // The same path repeated is one path.
+        let same: Vec<String> = (0..101).map(|_| "path=/pub/x".to_string()).collect();
+        assert!(parse(&format!("user={ALICE}&{}", same.join("&"))).is_ok());
         let many: Vec<String> = (0..51).map(|_| format!("user={ALICE}")).collect();
         // The same user repeated is one user.
         assert!(parse(&many.join("&")).is_ok());
