@@ -158,3 +158,71 @@ async fn events_stream_patterns_are_capped() {
     let eleven = format!("user={}&{}&path=/pub/x", alice.z32, within.join("&"));
     assert_eq!(stream(eleven).await.status(), StatusCode::BAD_REQUEST);
 }
+
+/// One boolean rule everywhere (true/yes/1/bare key, false/no/0, any case; else 400), except
+/// `/events-stream`'s `live` and `reverse`, which keep Pubky's rule (only `true` and `1`).
+#[tokio::test]
+async fn booleans_follow_one_rule() {
+    let hs = TestServer::start().await;
+    let alice = hs.signup().await;
+    assert_eq!(alice.put("/pub/d/sub/x", "x").await.status(), 201);
+    assert_eq!(alice.put("/pub/d/y", "y").await.status(), 201);
+    let get = |path: String| {
+        let http = hs.http.clone();
+        let url = hs.url(&path);
+        let z32 = alice.z32.clone();
+        async move {
+            let response = http
+                .get(url)
+                .header("pubky-host", z32)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let shallow = format!("pubky://{0}/pub/d/sub/\npubky://{0}/pub/d/y", alice.z32);
+    for value in ["", "=true", "=YES", "=1"] {
+        assert_eq!(
+            get(format!("/pub/d/?shallow{value}")).await,
+            (200, shallow.clone())
+        );
+    }
+    let deep = format!("pubky://{0}/pub/d/sub/x\npubky://{0}/pub/d/y", alice.z32);
+    for value in ["=false", "=No", "=0"] {
+        assert_eq!(
+            get(format!("/pub/d/?shallow{value}")).await,
+            (200, deep.clone())
+        );
+    }
+    for path in [
+        "/pub/d/?shallow=maybe",
+        "/pub/d/?reverse=2",
+        "/events/?reverse=on",
+        "/firehose?live=maybe",
+    ] {
+        let (status, body) = get(path.to_string()).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(
+            body.starts_with("Invalid boolean parameter"),
+            "{path}: {body}"
+        );
+    }
+    // The firehose reads `live=no` and `live=yes` by the same rule: not live ends the stream.
+    let (status, body) = get("/firehose?lastSeq=0000000000000&live=no".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.matches("event: PUT").count(), 2);
+    // /events-stream: `live=yes` is not live (Pubky's rule), so the stream ends too, and
+    // a value Pubky ignores is not a 400.
+    let user = format!("/events-stream?user={}", alice.z32);
+    for flag in ["live=yes", "live=maybe", "reverse=yes"] {
+        let (status, body) = get(format!("{user}&{flag}")).await;
+        assert_eq!(status, 200, "{flag}");
+        assert_eq!(body.matches("event: PUT").count(), 2, "{flag}");
+        assert!(
+            body.find("/pub/d/sub/x") < body.find("/pub/d/y"),
+            "{flag}: oldest first"
+        );
+    }
+}

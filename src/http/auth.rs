@@ -16,7 +16,7 @@ use pubky_common::session::CookieSessionRecord;
 use super::admin::is_signup_token;
 use super::error::{Error, Result};
 use super::session::{session_for, Credential};
-use super::tenant::{query_param, require_tenant};
+use super::tenant::{host_name, query_param, require_tenant};
 use super::AppState;
 use crate::config::SignupMode;
 use crate::files::{FileOp, UsedToken};
@@ -73,11 +73,7 @@ fn session_cookie(
     value: &str,
     max_age: u64,
 ) -> Result<HeaderValue> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = host_name(headers);
     let secure = name.contains('.') && name.parse::<std::net::IpAddr>().is_err();
     let attributes = if secure {
         "; SameSite=None; Secure"

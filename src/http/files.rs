@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{Error, Result};
 use super::session::authorize_write;
-use super::tenant::{query_pairs, require_tenant};
+use super::tenant::{parse_flag, query_pairs, require_tenant};
 use super::AppState;
 use crate::files::content::{self, receive};
 use crate::files::{FileMeta, FileOp, ListOptions};
@@ -297,15 +297,4 @@ fn parse_cursor(user: &str, dir: &FilePath, value: &str) -> Result<String> {
         )));
     }
     Ok(parsed.as_str().to_string())
-}
-
-/// Listing flags, as Pubky parses them: key-only, `true`, `yes`, `1` are true.
-fn parse_flag(name: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "" | "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err(Error::bad_request(format!(
-            "{name} must be true or false, not {value:?}"
-        ))),
-    }
 }

@@ -18,7 +18,7 @@ use pubky_common::storage_path::StoragePath;
 
 use super::error::{Error, Result};
 use super::sse::{last_event_id, sse_headers, stream_body, Format, Plan};
-use super::tenant::query_pairs;
+use super::tenant::{parse_flag, query_pairs};
 use super::AppState;
 use crate::keys;
 use crate::log::hub::{Feed, Floors};
@@ -57,8 +57,9 @@ pub async fn feed(State(state): State<AppState>, uri: Uri) -> Result<Response> {
                     limit = usize::from(n).min(MAX_FEED_LIMIT);
                 }
             }
+            // Parsed (a malformed one is refused), though the feed ignores them, as Pubky.
             "reverse" | "shallow" => {
-                parse_listing_bool(&value)?;
+                parse_flag(&key, &value)?;
             }
             _ => {}
         }
@@ -96,13 +97,10 @@ fn feed_page(log: &EventLog, cursor: u64, limit: usize) -> Result<String> {
     Ok(body)
 }
 
-/// Pubky's listing booleans: parsed (a malformed one is refused) though `/events/` ignores them.
-fn parse_listing_bool(value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" | "" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err(Error::bad_request("Invalid boolean parameter")),
-    }
+/// `/events-stream`'s `live` and `reverse`, as Pubky reads them: the one exception to
+/// `parse_flag`, because Pubky's homeserver defines them so (`live=yes` is not live there).
+fn stream_flag(value: &str) -> bool {
+    value == "true" || value == "1"
 }
 
 /// What an `/events-stream` request asks for.
@@ -136,9 +134,10 @@ fn parse_stream_request(uri: &Uri, max_patterns: usize) -> Result<StreamRequest>
                 }
                 limit = Some(n);
             }
-            // Pubky's stream flags: only `true` and `1` are true.
-            "live" => live = value == "true" || value == "1",
-            "reverse" => reverse = value == "true" || value == "1",
+            // Pubky's own rule for these two, kept so that its clients see the same stream:
+            // only `true` and `1` are true, anything else is false, never a 400.
+            "live" => live = stream_flag(&value),
+            "reverse" => reverse = stream_flag(&value),
             "path" if !value.is_empty() => raw_paths.push(value),
             _ => {}
         }
