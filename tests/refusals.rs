@@ -226,3 +226,92 @@ async fn booleans_follow_one_rule() {
         );
     }
 }
+
+/// The tenant is named by the `pubky-host` header, else `?pubky-host=`, else a label of
+/// `Host` (with or without a port); a session cookie works whichever named it.
+#[tokio::test]
+async fn the_tenant_by_header_query_or_host() {
+    let hs = TestServer::start().await;
+    let alice = hs.signup().await;
+    let bob = hs.signup().await;
+    let cookie = alice.cookie.clone().unwrap();
+    let port = hs.server.addr().port();
+    // Writes named by Host alone.
+    for (host, path) in [
+        (format!("_pubky.{}", alice.z32), "/pub/host/1"),
+        (format!("{}:{port}", alice.z32), "/pub/host/2"),
+        (format!("app.{}.example:{port}", alice.z32), "/pub/host/3"),
+    ] {
+        let response = hs
+            .http
+            .put(hs.url(path))
+            .header("host", &host)
+            .header(COOKIE, &cookie)
+            .body(host.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "Host: {host}");
+    }
+    // A write named by the query.
+    let by_query = hs
+        .http
+        .put(hs.url(&format!("/pub/query?pubky-host={}", alice.z32)))
+        .header(COOKIE, &cookie)
+        .body("q")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_query.status(), StatusCode::CREATED);
+    assert_eq!(
+        alice.list("/pub/").await.len(),
+        4,
+        "all four landed in alice's tree"
+    );
+    let read = |url: String, host: Option<String>, header: Option<String>| {
+        let mut request = hs.http.get(url);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(header) = header {
+            request = request.header("pubky-host", header);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let host_only = read(
+        hs.url("/pub/host/1"),
+        Some(format!("_pubky.{}", alice.z32)),
+        None,
+    );
+    assert_eq!(
+        host_only.await.text().await.unwrap(),
+        format!("_pubky.{}", alice.z32)
+    );
+    let query = read(
+        hs.url(&format!("/pub/query?pubky-host={}", alice.z32)),
+        None,
+        None,
+    );
+    assert_eq!(query.await.text().await.unwrap(), "q");
+    // The header wins over the query, and the query over Host.
+    let header_wins = read(
+        hs.url(&format!("/pub/query?pubky-host={}", alice.z32)),
+        None,
+        Some(bob.z32.clone()),
+    );
+    assert_eq!(
+        header_wins.await.status(),
+        StatusCode::NOT_FOUND,
+        "bob has none"
+    );
+    let query_wins = read(
+        hs.url(&format!("/pub/query?pubky-host={}", alice.z32)),
+        Some(format!("_pubky.{}", bob.z32)),
+        None,
+    );
+    assert_eq!(query_wins.await.text().await.unwrap(), "q");
+    // No tenant at all is a 400 that says how to name one.
+    let none = read(hs.url("/pub/query"), None, None).await;
+    assert_eq!(none.status(), StatusCode::BAD_REQUEST);
+    assert!(none.text().await.unwrap().contains("pubky-host"));
+}
