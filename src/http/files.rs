@@ -251,7 +251,7 @@ async fn list(state: &AppState, user: String, dir: &FilePath, uri: &Uri) -> Resu
         .into_response())
 }
 
-fn list_options(user: &str, dir: &FilePath, uri: &Uri) -> Result<ListOptions> {
+pub(super) fn list_options(user: &str, dir: &FilePath, uri: &Uri) -> Result<ListOptions> {
     let mut options = ListOptions {
         limit: DEFAULT_LIST_LIMIT,
         ..ListOptions::default()

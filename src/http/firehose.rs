@@ -22,14 +22,18 @@ pub const DEFAULT_PATTERN: &str = "*/pub/*";
 
 /// What a `/firehose` request asks for.
 #[derive(Debug)]
-struct Request {
-    patterns: Vec<Pattern>,
-    after: Option<u64>,
-    live: bool,
-    limit: Option<u64>,
+pub(super) struct Request {
+    pub(super) patterns: Vec<Pattern>,
+    pub(super) after: Option<u64>,
+    pub(super) live: bool,
+    pub(super) limit: Option<u64>,
 }
 
-fn parse_request(uri: &Uri, headers: &HeaderMap, max_patterns: usize) -> Result<Request> {
+pub(super) fn parse_request(
+    uri: &Uri,
+    headers: &HeaderMap,
+    max_patterns: usize,
+) -> Result<Request> {
     let mut subs = Vec::new();
     let mut last_seq = None;
     let mut live = true;

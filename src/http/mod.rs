@@ -17,6 +17,8 @@ mod auth;
 mod error;
 mod files;
 mod firehose;
+#[cfg(test)]
+mod fuzz;
 mod grant;
 mod jws;
 mod pubky_events;

@@ -38,9 +38,23 @@ const PUBKY_KEEP_ALIVE: &[u8] = b":\n\n";
 /// `GET /events/?cursor=<n>&limit=<k>`: one `PUT|DEL pubky://…` line per event after the
 /// cursor, then `cursor: <n>` when there was at least one; lines joined by `\n`.
 pub async fn feed(State(state): State<AppState>, uri: Uri) -> Result<Response> {
+    let (cursor, limit) = parse_feed_query(&uri)?;
+    let log = state.log.clone();
+    let body = tokio::task::spawn_blocking(move || feed_page(&log, cursor, limit))
+        .await
+        .map_err(|err| LogError::Task(err.to_string()))??;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        body,
+    )
+        .into_response())
+}
+
+/// `/events/`'s cursor (exclusive, default 0) and limit (default 100, at most 1000).
+pub(super) fn parse_feed_query(uri: &Uri) -> Result<(u64, usize)> {
     let mut cursor = 0;
     let mut limit = DEFAULT_FEED_LIMIT;
-    for (key, value) in query_pairs(&uri) {
+    for (key, value) in query_pairs(uri) {
         match key.as_str() {
             "cursor" if value.is_empty() => {}
             "cursor" => {
@@ -64,15 +78,7 @@ pub async fn feed(State(state): State<AppState>, uri: Uri) -> Result<Response> {
             _ => {}
         }
     }
-    let log = state.log.clone();
-    let body = tokio::task::spawn_blocking(move || feed_page(&log, cursor, limit))
-        .await
-        .map_err(|err| LogError::Task(err.to_string()))??;
-    Ok((
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-        body,
-    )
-        .into_response())
+    Ok((cursor, limit))
 }
 
 fn feed_page(log: &EventLog, cursor: u64, limit: usize) -> Result<String> {
@@ -105,18 +111,18 @@ fn stream_flag(value: &str) -> bool {
 
 /// What an `/events-stream` request asks for.
 #[derive(Debug)]
-struct StreamRequest {
+pub(super) struct StreamRequest {
     /// (user, cursor) in the order given; a repeated user keeps its last cursor.
-    users: Vec<(String, Option<u64>)>,
+    pub(super) users: Vec<(String, Option<u64>)>,
     /// Normalized path filters: ending in `/` is a prefix, else exact.
-    paths: Vec<String>,
-    limit: Option<u16>,
-    live: bool,
-    reverse: bool,
+    pub(super) paths: Vec<String>,
+    pub(super) limit: Option<u16>,
+    pub(super) live: bool,
+    pub(super) reverse: bool,
 }
 
 /// `max_patterns` bounds users × paths: each pair is one subscription pattern.
-fn parse_stream_request(uri: &Uri, max_patterns: usize) -> Result<StreamRequest> {
+pub(super) fn parse_stream_request(uri: &Uri, max_patterns: usize) -> Result<StreamRequest> {
     let mut raw_users = Vec::new();
     let mut raw_paths = Vec::new();
     let mut limit = None;
