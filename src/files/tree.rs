@@ -69,22 +69,7 @@ pub fn link(
     user: &str,
     path: &str,
 ) -> heed::Result<()> {
-    let mut dir = split(path).0;
-    while !is_root(dir) {
-        let key = entry_key(user, dir);
-        match tree.get(txn, &key)?.map(count).transpose()? {
-            Some(entries) => {
-                tree.put(txn, &key, &(entries + 1).to_be_bytes())?;
-                return Ok(());
-            }
-            None => {
-                // A new directory: one entry now, and itself a new entry of its parent.
-                tree.put(txn, &key, &1u64.to_be_bytes())?;
-                dir = split(dir).0;
-            }
-        }
-    }
-    Ok(())
+    recount(tree, txn, user, path, true)
 }
 
 /// Uncount the file at `path` (its entry already deleted), removing the directories it leaves
@@ -95,24 +80,41 @@ pub fn unlink(
     user: &str,
     path: &str,
 ) -> heed::Result<()> {
+    recount(tree, txn, user, path, false)
+}
+
+/// One entry more (or fewer) in `path`'s directory. A directory that this makes (0 -> 1) or
+/// empties (1 -> 0) is itself an entry added to (or removed from) its parent, and so on up.
+fn recount(
+    tree: &Database<Bytes, Bytes>,
+    txn: &mut RwTxn,
+    user: &str,
+    path: &str,
+    add: bool,
+) -> heed::Result<()> {
     let mut dir = split(path).0;
     while !is_root(dir) {
         let key = entry_key(user, dir);
-        match tree.get(txn, &key)?.map(count).transpose()? {
-            Some(entries) if entries > 1 => {
-                tree.put(txn, &key, &(entries - 1).to_be_bytes())?;
-                return Ok(());
-            }
-            Some(_) => {
-                tree.delete(txn, &key)?;
-                dir = split(dir).0;
-            }
-            None => {
+        let entries = tree.get(txn, &key)?.map(count).transpose()?.unwrap_or(0);
+        let now = match (add, entries) {
+            (true, n) => n + 1,
+            (false, 0) => {
                 return Err(heed::Error::Decoding(
                     format!("{path} was stored without an entry for its directory {dir}").into(),
                 ))
             }
+            (false, n) => n - 1,
+        };
+        if now == 0 {
+            tree.delete(txn, &key)?;
+        } else {
+            tree.put(txn, &key, &now.to_be_bytes())?;
         }
+        // The directory existed before and still does: its parent is unchanged.
+        if entries > 0 && now > 0 {
+            return Ok(());
+        }
+        dir = split(dir).0;
     }
     Ok(())
 }
