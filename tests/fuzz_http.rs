@@ -370,6 +370,19 @@ async fn exchange(addr: std::net::SocketAddr, wire: &[u8]) -> Option<(u16, Strin
     Some((status, content_type, body.chars().take(300).collect()))
 }
 
+/// A fresh session cookie for `keypair`'s user (`name=value`).
+async fn sign_in(hs: &TestServer, keypair: &Keypair) -> String {
+    let response = hs
+        .http
+        .post(hs.url("/session"))
+        .body(sign_token(keypair, "/pub/:rw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "signing in again");
+    common::session_cookie(response.headers()).expect("a session cookie")
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -387,7 +400,7 @@ async fn random_requests_get_answers_and_refusals_change_nothing() {
         c.keepalive_secs = 1;
     })
     .await;
-    let world = World {
+    let mut world = World {
         users: vec![hs.signup().await, hs.signup().await],
         stranger: Keypair::random().public_key().z32(),
     };
@@ -395,6 +408,12 @@ async fn random_requests_get_answers_and_refusals_change_nothing() {
     let mut rng = Rng(seed);
     let mut statuses = std::collections::BTreeMap::new();
     for index in 0..count {
+        // A fuzzed DELETE /session may have signed a user out: sign in again now and then.
+        if index % 100 == 99 {
+            for user in &mut world.users {
+                user.cookie = Some(sign_in(&hs, &user.keypair).await);
+            }
+        }
         let (wire, broken) = request(&mut rng, &world, addr);
         let shown = String::from_utf8_lossy(&wire[..wire.len().min(600)]).into_owned();
         let replay = format!("seed {seed} request {index}:\n{shown}");
