@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A configuration that cannot work; the message says which setting and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,8 +17,11 @@ pub struct ConfigError(pub String);
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
+/// The smallest LMDB map this server opens: room for its tables and a few writes.
+pub const MIN_MAP_SIZE: usize = 1 << 20;
+
 /// Who may sign up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SignupMode {
     /// Anyone with a valid AuthToken.
@@ -28,7 +31,7 @@ pub enum SignupMode {
 }
 
 /// Everything a server needs to start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where LMDB, the server's key and spool files live.
@@ -140,9 +143,20 @@ pub struct ServeArgs {
     /// Largest PUT body in bytes [default: 104857600]
     #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<u64>,
+    /// fsync every commit (the default); overrides `sync = false` in the config file
+    #[arg(long, env = "HEARTH_SYNC", overrides_with = "no_sync")]
+    pub sync: bool,
     /// Skip fsync on commit: faster, but a crash may lose the last commits
-    #[arg(long, env = "HEARTH_NO_SYNC")]
+    #[arg(long, env = "HEARTH_NO_SYNC", overrides_with = "sync")]
     pub no_sync: bool,
+    /// LMDB map size in bytes: the most the store can grow to. Address space, not memory;
+    /// after a 507 "the store is full", raise it and restart [default: 68719476736 (64 GiB)]
+    #[arg(long, env = "HEARTH_MAP_SIZE")]
+    pub map_size: Option<usize>,
+    /// Patterns one event stream may follow: `sub` on /firehose, users x paths on
+    /// /events-stream [default: 100]
+    #[arg(long, env = "HEARTH_MAX_PATTERNS")]
+    pub max_patterns: Option<usize>,
     /// Seconds between keep-alive comments on idle event streams [default: 15]
     #[arg(long, env = "HEARTH_KEEPALIVE_SECS")]
     pub keepalive_secs: Option<u64>,
@@ -212,7 +226,10 @@ impl Config {
             signup_mode,
             quota_bytes,
             max_body_bytes,
+            sync,
             no_sync,
+            map_size,
+            max_patterns,
             keepalive_secs,
             tls_listen,
             head_timeout_secs,
@@ -249,8 +266,19 @@ impl Config {
         if let Some(v) = max_body_bytes {
             config.max_body_bytes = v;
         }
+        // The last of the two on the command line wins; a flag and the other's environment
+        // variable together are refused by the parser rather than guessed at.
+        if sync {
+            config.sync = true;
+        }
         if no_sync {
             config.sync = false;
+        }
+        if let Some(v) = map_size {
+            config.map_size = v;
+        }
+        if let Some(v) = max_patterns {
+            config.max_patterns = v;
         }
         if let Some(v) = keepalive_secs {
             config.keepalive_secs = v;
@@ -315,6 +343,12 @@ impl Config {
         }
         if self.keepalive_secs == 0 {
             return Err(ConfigError::new("keepalive_secs must be at least 1"));
+        }
+        if self.map_size < MIN_MAP_SIZE {
+            return Err(ConfigError::new(format!(
+                "map_size must be at least {MIN_MAP_SIZE} bytes (1 MiB), not {}",
+                self.map_size
+            )));
         }
         if self.max_patterns == 0 {
             return Err(ConfigError::new("max_patterns must be at least 1"));
@@ -397,6 +431,73 @@ mod tests {
         assert_eq!(config.listen.port(), 7001);
         assert_eq!(config.quota_bytes, Some(10));
         assert_eq!(config.signup_mode, SignupMode::Token);
+    }
+
+    fn load(file_text: &str, flags: &[&str]) -> Config {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hearth.toml");
+        std::fs::write(&file, file_text).unwrap();
+        let config = file.display().to_string();
+        let argv = ["hearth", "--config", &config]
+            .into_iter()
+            .chain(flags.iter().copied());
+        let cli = Cli::try_parse_from(argv).unwrap();
+        Config::load(&cli.serve).unwrap()
+    }
+
+    #[test]
+    fn sync_flags_override_the_file_either_way() {
+        assert!(!load("sync = false", &[]).sync);
+        assert!(load("sync = false", &["--sync"]).sync);
+        assert!(!load("sync = true", &["--no-sync"]).sync);
+        assert!(
+            !load("", &["--sync", "--no-sync"]).sync,
+            "the last one wins"
+        );
+        assert!(load("", &["--no-sync", "--sync"]).sync, "the last one wins");
+    }
+
+    #[test]
+    fn map_size_and_max_patterns_flags_win_over_the_file() {
+        let config = load(
+            "map_size = 1048576\nmax_patterns = 7",
+            &["--map-size", "2097152", "--max-patterns", "9"],
+        );
+        assert_eq!((config.map_size, config.max_patterns), (2 << 20, 9));
+        let config = load("map_size = 1048576\nmax_patterns = 7", &[]);
+        assert_eq!((config.map_size, config.max_patterns), (1 << 20, 7));
+        let too_small = Config {
+            map_size: 4096,
+            ..Config::default()
+        };
+        assert!(too_small.validate().is_err());
+    }
+
+    /// The README promises that `--help` lists every setting: each key of the file has a flag
+    /// of the same name (and so an environment variable).
+    #[test]
+    fn every_file_key_is_a_flag() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let command = <Cli as clap::CommandFactory>::command();
+        let flags: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .map(|long| long.replace('-', "_"))
+            .collect();
+        let settings = serde_json::to_value(Config::default()).unwrap();
+        for key in settings.as_object().unwrap().keys() {
+            assert!(flags.contains(key), "the setting {key} has no --flag");
+        }
     }
 
     #[test]

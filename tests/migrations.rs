@@ -298,3 +298,80 @@ fn a_version_2_log_is_re_encoded_and_indexed_by_user() {
     drop(log);
     store.close();
 }
+
+/// A file key as versions 1 to 5 wrote it: `<user><path>`, cut and hashed past LMDB's limit.
+fn file_key_v5(user: &str, path: &str) -> Vec<u8> {
+    let mut key = format!("{user}{path}").into_bytes();
+    if key.len() > 511 {
+        let digest = blake3::hash(&key);
+        key.truncate(494);
+        key.push(0xFF);
+        key.extend_from_slice(&digest.as_bytes()[..16]);
+    }
+    key
+}
+
+/// A store written at version 5, with short and hashed long keys, is migrated into the file
+/// tree: every file reads back, its directories are made, and the listings (deep and shallow)
+/// are in path order.
+#[test]
+fn a_version_5_store_moves_its_files_into_the_tree() {
+    let user = pubky_common::crypto::Keypair::random().public_key().z32();
+    let long = format!("/pub/{}/{}", "a".repeat(255), "b".repeat(200));
+    let paths = [
+        "/pub/app/x.json".to_string(),
+        "/pub/app/sub/y.json".to_string(),
+        "/pub/z".to_string(),
+        format!("{long}/x.json"),
+        format!("{long}/y.json"),
+    ];
+    let meta = |path: &str| hearth::files::FileMeta {
+        path: path.to_string(),
+        size: path.len() as u64,
+        hash: *blake3::hash(path.as_bytes()).as_bytes(),
+        content_type: "application/json".into(),
+        modified_ms: 1_763_812_345_000,
+        content_seq: 1,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    build_older_store(dir.path(), 5, |env, txn| {
+        let files = env
+            .open_database::<Bytes, Bytes>(txn, Some("files"))
+            .unwrap()
+            .unwrap();
+        for path in &paths {
+            let value = postcard::to_stdvec(&meta(path)).unwrap();
+            files.put(txn, &file_key_v5(&user, path), &value).unwrap();
+        }
+    });
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
+    assert_eq!(schema_version(&store), current_version());
+    let files = Files::open(&store).unwrap();
+    for path in &paths {
+        assert_eq!(files.file(&user, path).unwrap(), Some(meta(path)), "{path}");
+    }
+    let deep = hearth::files::ListOptions {
+        limit: 100,
+        ..Default::default()
+    };
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    assert_eq!(files.list(&user, "/pub/", &deep).unwrap(), sorted);
+    let shallow = hearth::files::ListOptions {
+        shallow: true,
+        ..deep.clone()
+    };
+    assert_eq!(
+        files.list(&user, &format!("{long}/"), &shallow).unwrap(),
+        [format!("{long}/x.json"), format!("{long}/y.json")]
+    );
+    let mut top = vec![
+        format!("/pub/{}/", "a".repeat(255)),
+        "/pub/app/".to_string(),
+        "/pub/z".to_string(),
+    ];
+    top.sort();
+    assert_eq!(files.list(&user, "/pub/", &shallow).unwrap(), top);
+    drop(files);
+    store.close();
+}

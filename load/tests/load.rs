@@ -1,6 +1,6 @@
 //! The load tool against a real server: it signs up, writes, and refuses what it must refuse.
-//! Small counts only, and no assertion on any timing: these check that the scenarios work,
-//! the figures are for `BENCHMARKS.md`.
+//! Small counts only, and no assertion on any timing: these check that the scenarios work and
+//! what landed in the store (events, users, bytes); the figures are for `BENCHMARKS.md`.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -35,6 +35,37 @@ async fn put_signs_up_and_writes() {
         own_pid()
     );
     run(args(&line)).await.expect("put runs");
+    assert_landed(&server, 3, 40, 100);
+}
+
+/// What a `put` run must have left in the store: `files` PUT events of `size` bytes, each a
+/// different path, spread over `users` signed-up users.
+fn assert_landed(server: &TestServer, users: usize, files: usize, size: u64) {
+    let events = server.events();
+    assert_eq!(events.len(), files, "one event per file written");
+    let mut paths = std::collections::BTreeSet::new();
+    let mut writers = std::collections::BTreeSet::new();
+    for event in &events {
+        assert_eq!(event.kind, hearth::log::EventKind::Put);
+        assert_eq!(event.size, Some(size));
+        assert!(
+            paths.insert(event.key.clone()),
+            "{} written twice",
+            event.key
+        );
+        writers.insert(event.user().to_string());
+    }
+    assert_eq!(writers.len(), users, "every user wrote");
+    for user in &writers {
+        let account = server
+            .server
+            .files()
+            .user(user)
+            .unwrap()
+            .expect("signed up");
+        let theirs = events.iter().filter(|e| e.user() == user).count() as u64;
+        assert_eq!(account.used_bytes, theirs * size);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,11 +77,13 @@ async fn token_mode_needs_minted_tokens() {
         matches!(refused, Err(LoadError::Http(_))),
         "signup without a token: {refused:?}"
     );
+    assert!(server.events().is_empty(), "the refused run wrote nothing");
     let line = format!(
         "--url {url} --admin-url {} --admin-password {ADMIN_PASSWORD} put --users 2 --writers 2 --files 10",
         server.admin_url()
     );
     run(args(&line)).await.expect("put with minted tokens");
+    assert_landed(&server, 2, 10, 256);
 }
 
 #[tokio::test]

@@ -165,16 +165,25 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
 }
 
 /// The content of a file as a stream of chunks. If the file is replaced or deleted while it is
-/// being read, the stream ends with an error rather than mixing two versions.
+/// being read, the stream ends with an error rather than mixing two versions. Each chunk is
+/// read on the blocking pool, in a read transaction of its own, so the runtime's workers never
+/// wait on LMDB and a slow reader holds no snapshot open.
 pub fn read_stream(files: Files, meta: FileMeta) -> impl Stream<Item = std::io::Result<Bytes>> {
-    let chunks = meta.chunk_count();
-    futures_util::stream::iter(0..chunks).map(move |index| {
-        match files.chunk(meta.content_seq, index) {
-            Ok(Some(bytes)) => Ok(bytes),
-            Ok(None) => Err(std::io::Error::other(
-                "the file changed while it was being read",
-            )),
-            Err(err) => Err(std::io::Error::other(err.to_string())),
+    let content_seq = meta.content_seq;
+    futures_util::stream::iter(0..meta.chunk_count()).then(move |index| {
+        let files = files.clone();
+        async move {
+            let read = tokio::task::spawn_blocking(move || files.chunk(content_seq, index)).await;
+            match read {
+                Ok(Ok(Some(bytes))) => Ok(bytes),
+                Ok(Ok(None)) => Err(std::io::Error::other(
+                    "the file changed while it was being read",
+                )),
+                Ok(Err(err)) => Err(std::io::Error::other(err.to_string())),
+                Err(err) => Err(std::io::Error::other(format!(
+                    "reading the file failed: {err}"
+                ))),
+            }
         }
     })
 }

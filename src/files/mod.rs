@@ -2,6 +2,7 @@
 //! proofs, signup tokens, files with their content in chunks, and the quota.
 //!
 //! - `tables`: the LMDB tables and their records;
+//! - `tree`: how files and directories are keyed (by parent directory, for paths of any length);
 //! - `content`: bodies on their way in (hashed, spooled) and out (one chunk per read);
 //! - `listing`: directory listings;
 //! - `ops`: every change, as `FileOp`s the store's writer runs (a PUT or DELETE also appends
@@ -14,6 +15,7 @@ pub mod content;
 mod listing;
 mod ops;
 pub(crate) mod tables;
+pub(crate) mod tree;
 
 use std::path::PathBuf;
 
@@ -24,7 +26,10 @@ pub use ops::{FileOp, FileWrite, RevokeProof, SpentPop, UsedToken, Written};
 pub use tables::{BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, UserRecord, CHUNK_SIZE};
 
 use crate::store::{Env, Store, StoreError};
-use tables::{chunk_key, decode, file_key, Tables};
+use tables::{chunk_key, decode, Tables};
+
+/// LMDB's largest key: a lookup by a longer (or empty) string is answered without LMDB.
+const MAX_KEY_BYTES: usize = 511;
 
 /// Why a file operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +111,11 @@ impl Files {
         Ok(keys)
     }
 
+    /// The session of `secret`; `None` for an unknown one, or one that could not be a key.
     pub fn session(&self, secret: &str) -> Result<Option<CookieSessionRecord>, StoreError> {
+        if secret.is_empty() || secret.len() > MAX_KEY_BYTES {
+            return Ok(None);
+        }
         let txn = self.env.read_txn()?;
         match self.tables.sessions.get(&txn, secret)? {
             None => Ok(None),
@@ -145,11 +154,15 @@ impl Files {
         Ok(grant.map(|grant| (bearer, grant)))
     }
 
+    /// The file at `path`; `None` when there is none (a directory is not a file).
     pub fn file(&self, user: &str, path: &str) -> Result<Option<FileMeta>, StoreError> {
+        if path.ends_with('/') {
+            return Ok(None);
+        }
         let txn = self.env.read_txn()?;
         self.tables
-            .files
-            .get(&txn, &file_key(user, path))?
+            .tree
+            .get(&txn, &tree::entry_key(user, path))?
             .map(decode)
             .transpose()
     }

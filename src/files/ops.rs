@@ -9,9 +9,10 @@ use heed::RwTxn;
 
 use super::content::Spooled;
 use super::tables::{
-    chunk_key, decode, encode, file_key, file_key_prefix, BearerRecord, FileMeta, GrantRecord,
-    SignupTokenRecord, Tables, UserRecord,
+    chunk_key, decode, encode, BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, Tables,
+    UserRecord,
 };
+use super::tree::{self, entry_key};
 use super::FilesError;
 use crate::clock::{now_ms, now_secs};
 use crate::log::{Event, EventKind};
@@ -149,7 +150,7 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
             content_type,
             quota,
         } => {
-            let key = file_key(user, path);
+            let key = entry_key(user, path);
             let mut account: UserRecord = match t.users.get(txn, user)? {
                 Some(bytes) => decode(bytes)?,
                 None => {
@@ -158,8 +159,10 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
                     )))
                 }
             };
-            check_no_collision(t, txn, user, path)?;
-            let old: Option<FileMeta> = t.files.get(txn, &key)?.map(decode).transpose()?;
+            let old: Option<FileMeta> = t.tree.get(txn, &key)?.map(decode).transpose()?;
+            if old.is_none() {
+                check_no_collision(t, txn, user, path)?;
+            }
             let old_size = old.as_ref().map_or(0, |m| m.size);
             let used = account.used_bytes.saturating_sub(old_size) + size;
             if let Some(quota) = quota {
@@ -193,23 +196,22 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
                 modified_ms: ts_ms,
                 content_seq: seq,
             };
-            t.files.put(txn, &key, &encode(&meta)?)?;
+            t.tree.put(txn, &key, &encode(&meta)?)?;
+            if old.is_none() {
+                tree::link(&t.tree, txn, user, path)?;
+            }
             account.used_bytes = used;
             t.users.put(txn, user, &encode(&account)?)?;
             Ok(Written::Event(seq))
         }
         FileOp::DeleteFile { user, path } => {
-            let key = file_key(user, path);
-            let Some(old) = t
-                .files
-                .get(txn, &key)?
-                .map(decode::<FileMeta>)
-                .transpose()?
-            else {
+            let key = entry_key(user, path);
+            let Some(old) = t.tree.get(txn, &key)?.map(decode::<FileMeta>).transpose()? else {
                 return Err(FilesError::NotFound(format!("no file at {path}")));
             };
             delete_chunks(t, txn, &old)?;
-            t.files.delete(txn, &key)?;
+            t.tree.delete(txn, &key)?;
+            tree::unlink(&t.tree, txn, user, path)?;
             if let Some(bytes) = t.users.get(txn, user)? {
                 let mut account: UserRecord = decode(bytes)?;
                 account.used_bytes = account.used_bytes.saturating_sub(old.size);
@@ -431,27 +433,28 @@ fn spend_pop(t: &Tables, txn: &mut RwTxn, pop: &SpentPop) -> Result<()> {
 }
 
 /// A path is a file or a directory, never both: `/pub/a` cannot be written while `/pub/a/x`
-/// exists, nor `/pub/a/x` while the file `/pub/a` does. Listings stay unambiguous.
+/// exists, nor `/pub/a/x` while the file `/pub/a` does. Listings stay unambiguous. For a path
+/// not stored yet: its directory entry must not exist, and the nearest ancestor that is not a
+/// directory must not be a file either (above a directory that exists, none can be).
 fn check_no_collision(t: &Tables, txn: &RwTxn, user: &str, path: &str) -> Result<()> {
     let as_dir = format!("{path}/");
-    let (prefix, _) = file_key_prefix(user, &as_dir);
-    if t.files
-        .prefix_iter(txn, &prefix)?
-        .next()
-        .transpose()?
-        .is_some()
-    {
+    if t.tree.get(txn, &entry_key(user, &as_dir))?.is_some() {
         return Err(FilesError::Conflict(format!(
             "{path} is a directory (files exist under {as_dir}); it cannot also be a file"
         )));
     }
-    for (slash, _) in path.match_indices('/').skip(2) {
-        let ancestor = &path[..slash];
-        if t.files.get(txn, &file_key(user, ancestor))?.is_some() {
+    let mut dir = tree::split(path).0;
+    while dir.len() > crate::path::PUBLIC_ROOT.len() {
+        if t.tree.get(txn, &entry_key(user, dir))?.is_some() {
+            break;
+        }
+        let ancestor = &dir[..dir.len() - 1];
+        if t.tree.get(txn, &entry_key(user, ancestor))?.is_some() {
             return Err(FilesError::Conflict(format!(
                 "{ancestor} is a file; it cannot also be a directory of {path}"
             )));
         }
+        dir = tree::split(dir).0;
     }
     Ok(())
 }

@@ -18,7 +18,10 @@ pub mod names {
     pub const SESSIONS: &str = "sessions";
     pub const USED_AUTH_TOKENS: &str = "used_auth_tokens";
     pub const SIGNUP_TOKENS: &str = "signup_tokens";
+    /// The files table of versions 1 to 5 (keys `<user><path>`, cut by hashing past LMDB's
+    /// limit); m0006 moved its records into `FILE_TREE` and removed it.
     pub const FILES: &str = "files";
+    pub const FILE_TREE: &str = "file_tree";
     pub const CHUNKS: &str = "chunks";
     pub const GRANTS: &str = "grants";
     pub const BEARER_SESSIONS: &str = "bearer_sessions";
@@ -37,8 +40,9 @@ pub struct Tables {
     pub used_auth_tokens: Database<Bytes, U64<BigEndian>>,
     /// signup token -> `SignupTokenRecord`
     pub signup_tokens: Database<Str, Bytes>,
-    /// `file_key(user, path)` -> `FileMeta`
-    pub files: Database<Bytes, Bytes>,
+    /// `tree::entry_key(user, path)` -> a file's `FileMeta`, or for a directory (a path ending
+    /// with `/`) the number of its entries, u64 BE. See `tree`.
+    pub tree: Database<Bytes, Bytes>,
     /// `chunk_key(content_seq, index)` -> up to `CHUNK_SIZE` bytes of content
     pub chunks: Database<Bytes, Bytes>,
     /// grant id (the grant's `jti`) -> `GrantRecord`
@@ -59,7 +63,7 @@ impl Tables {
             sessions: store.table(names::SESSIONS)?,
             used_auth_tokens: store.table(names::USED_AUTH_TOKENS)?,
             signup_tokens: store.table(names::SIGNUP_TOKENS)?,
-            files: store.table(names::FILES)?,
+            tree: store.table(names::FILE_TREE)?,
             chunks: store.table(names::CHUNKS)?,
             grants: store.table(names::GRANTS)?,
             bearer_sessions: store.table(names::BEARER_SESSIONS)?,
@@ -71,54 +75,6 @@ impl Tables {
 /// Content is stored in chunks of this size, so a large file streams in and out.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 
-/// LMDB's largest key (its default build).
-const MAX_KEY_BYTES: usize = 511;
-/// A key longer than LMDB allows keeps this many bytes of `<user><path>`, then a marker byte and
-/// 16 bytes of the BLAKE3 of the whole. The marker (0xFF) never occurs in UTF-8, so hashed keys
-/// never collide with plain ones and still sort under their directory.
-const HASHED_KEY_PREFIX: usize = MAX_KEY_BYTES - 1 - 16;
-const HASHED_KEY_MARKER: u8 = 0xFF;
-
-/// The key of a file: `<z32 user><path>`, the same string the firehose matches subscriptions
-/// against; shortened by hashing when it is longer than LMDB allows.
-pub fn file_key(user: &str, path: &str) -> Vec<u8> {
-    let len = user.len() + path.len();
-    let mut key = Vec::with_capacity(len.min(MAX_KEY_BYTES));
-    key.extend_from_slice(user.as_bytes());
-    key.extend_from_slice(path.as_bytes());
-    if len > MAX_KEY_BYTES {
-        let digest = blake3::hash(&key);
-        key.truncate(HASHED_KEY_PREFIX);
-        key.push(HASHED_KEY_MARKER);
-        key.extend_from_slice(&digest.as_bytes()[..16]);
-    }
-    key
-}
-
-/// The range start for every file whose key begins with `<user><dir>`. When that prefix is too
-/// long to be a key's plain part, it is cut, and callers must check `FileMeta::path`.
-pub fn file_key_prefix(user: &str, dir: &str) -> (Vec<u8>, bool) {
-    let mut prefix = Vec::with_capacity(user.len() + dir.len());
-    prefix.extend_from_slice(user.as_bytes());
-    prefix.extend_from_slice(dir.as_bytes());
-    if prefix.len() > HASHED_KEY_PREFIX {
-        prefix.truncate(HASHED_KEY_PREFIX);
-        (prefix, true)
-    } else {
-        (prefix, false)
-    }
-}
-
-/// The path in a plain (not hashed) file key; `None` for a hashed one.
-pub fn plain_path(key: &[u8], user_len: usize) -> Option<&str> {
-    let hashed = key.len() == MAX_KEY_BYTES && key[HASHED_KEY_PREFIX] == HASHED_KEY_MARKER;
-    if hashed {
-        return None;
-    }
-    key.get(user_len..)
-        .and_then(|p| std::str::from_utf8(p).ok())
-}
-
 pub fn chunk_key(content_seq: u64, index: u32) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..8].copy_from_slice(&content_seq.to_be_bytes());
@@ -129,7 +85,7 @@ pub fn chunk_key(content_seq: u64, index: u32) -> [u8; 12] {
 /// A stored file's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
-    /// The full path (the key may be hashed).
+    /// The full path.
     pub path: String,
     pub size: u64,
     pub hash: [u8; 32],
@@ -213,20 +169,6 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_keys_are_hashed_and_distinct() {
-        let user = "u".repeat(52);
-        let a = format!("/pub/{}", "a".repeat(600));
-        let b = format!("/pub/{}b", "a".repeat(599));
-        let (ka, kb) = (file_key(&user, &a), file_key(&user, &b));
-        assert_eq!(ka.len(), MAX_KEY_BYTES);
-        assert_ne!(ka, kb);
-        assert_eq!(
-            file_key(&user, "/pub/x"),
-            format!("{user}/pub/x").into_bytes()
-        );
-    }
 
     #[test]
     fn chunk_keys_sort_by_seq_then_index() {

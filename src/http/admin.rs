@@ -16,13 +16,14 @@ use crate::ids;
 pub const PASSWORD_HEADER: &str = "x-admin-password";
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(|| async { "Hearth admin endpoint\n" }))
         .route(
             "/generate_signup_token",
             get(generate_signup_token).post(generate_signup_token),
         )
-        .with_state(state)
+        .with_state(state);
+    super::error::with_bodies(routes)
 }
 
 fn check_password(state: &AppState, headers: &HeaderMap) -> Result<()> {

@@ -16,14 +16,25 @@ use pubky_common::session::CookieSessionRecord;
 use super::admin::is_signup_token;
 use super::error::{Error, Result};
 use super::session::{session_for, Credential};
-use super::tenant::{query_param, require_tenant};
+use super::tenant::{host_name, query_param, require_tenant};
 use super::AppState;
 use crate::config::SignupMode;
 use crate::files::{FileOp, UsedToken};
 use crate::ids::Id;
 
-/// Verify an AuthToken's signature and time window; the replay check happens at commit.
-fn verify_token(body: &[u8]) -> Result<(AuthToken, UsedToken)> {
+/// Where an AuthToken's namespace sits: after the 64 bytes of its signature.
+const NAMESPACE: std::ops::Range<usize> = 64..74;
+
+/// Verify an AuthToken's signature, time window and namespace; the replay check happens at
+/// commit. `pubky-common` signs the bytes from 65 on and never checks the namespace, so the
+/// namespace's first byte is unsigned: a copy with that byte changed would verify. Only the
+/// canonical `PUBKY:AUTH` is taken, so each token has one accepted form.
+pub(super) fn verify_token(body: &[u8]) -> Result<(AuthToken, UsedToken)> {
+    if body.get(NAMESPACE) != Some(b"PUBKY:AUTH".as_slice()) {
+        return Err(Error::bad_request(
+            "the body is not a valid AuthToken: its namespace is not PUBKY:AUTH",
+        ));
+    }
     let token = AuthToken::verify(body).map_err(|err| match err {
         TokenError::InvalidSignature => {
             Error::Unauthorized("the AuthToken's signature does not verify".into())
@@ -73,11 +84,7 @@ fn session_cookie(
     value: &str,
     max_age: u64,
 ) -> Result<HeaderValue> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = host_name(headers);
     let secure = name.contains('.') && name.parse::<std::net::IpAddr>().is_err();
     let attributes = if secure {
         "; SameSite=None; Secure"
@@ -224,4 +231,24 @@ pub async fn delete_session(
     }
     let expired = session_cookie(&headers, &user, "", 0)?;
     Ok((StatusCode::OK, [(header::SET_COOKIE, expired)]).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use pubky_common::crypto::Keypair;
+
+    use super::*;
+
+    /// Found by the fuzzer: byte 64, the namespace's first, is outside what the signature
+    /// covers; a token with it changed must not verify.
+    #[test]
+    fn the_unsigned_namespace_byte_cannot_be_changed() {
+        let caps: pubky_common::capabilities::Capabilities = "/pub/:rw".parse().unwrap();
+        let token = AuthToken::sign(&Keypair::random(), caps).serialize();
+        assert!(verify_token(&token).is_ok());
+        let mut altered = token.clone();
+        altered[64] ^= 0x20;
+        assert!(AuthToken::verify(&altered).is_ok(), "pubky-common takes it");
+        assert!(verify_token(&altered).is_err(), "we do not");
+    }
 }

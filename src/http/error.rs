@@ -7,7 +7,8 @@
 //! plain message, so a client always learns what was wrong. Only failures of the server itself
 //! are 5xx: 507 when the store or the disk is full, 503 when the writer is gone, else 500.
 
-use axum::http::{header, StatusCode};
+use axum::body::{Body, HttpBody};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::files::FilesError;
@@ -119,6 +120,48 @@ impl IntoResponse for Error {
         )
             .into_response()
     }
+}
+
+/// `routes`, with a body given to the answers axum's router makes by itself (a 405 for a path
+/// that exists with other methods, a 404 where no fallback is set), which it sends empty. The
+/// routes are wrapped whole, so this sees their final answer, `Allow` included: one place for
+/// both listeners, and no refusal is ever bodiless.
+pub fn with_bodies(routes: axum::Router) -> axum::Router {
+    axum::Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(explain_bare))
+}
+
+/// A bodiless error answer, explained: a 405 names what `Allow` lists.
+async fn explain_bare(method: Method, uri: Uri, response: Response) -> Response {
+    let status = response.status();
+    let bare = response.body().size_hint().exact() == Some(0);
+    if !bare || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let path = uri.path();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|allow| allow.to_str().ok())
+                .unwrap_or_default();
+            format!("{method} is not allowed on {path}; it answers {allow}")
+        }
+        StatusCode::NOT_FOUND => format!("nothing at {path}"),
+        _ => format!(
+            "{method} {path}: {}",
+            status.canonical_reason().unwrap_or("refused")
+        ),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(format!("{message}\n")))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{Error, Result};
 use super::session::authorize_write;
-use super::tenant::{query_pairs, require_tenant};
+use super::tenant::{parse_flag, query_pairs, require_tenant};
 use super::AppState;
 use crate::files::content::{self, receive};
 use crate::files::{FileMeta, FileOp, ListOptions};
@@ -96,7 +96,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
     let user = require_tenant(&headers, &uri)?;
     let path = FilePath::from_uri_path(uri.path())?;
     if path.is_dir() {
-        return list(&state, &user, &path, &uri);
+        return list(&state, user, &path, &uri).await;
     }
     let meta = find(&state, &user, &path)?;
     if not_modified(&headers, &meta) {
@@ -211,11 +211,23 @@ fn not_modified(headers: &HeaderMap, meta: &FileMeta) -> bool {
     since_secs >= modified_secs
 }
 
-/// A directory listing: `pubky://<user><path>` lines joined by `\n`.
-fn list(state: &AppState, user: &str, dir: &FilePath, uri: &Uri) -> Result<Response> {
-    let options = list_options(user, dir, uri)?;
-    let paths = state.files.list(user, dir.as_str(), &options)?;
-    if paths.is_empty() && options.cursor.is_none() && options.limit > 0 {
+/// A directory listing: `pubky://<user><path>` lines joined by `\n`. Read on the blocking
+/// pool: a page of a deep tree may read many ranges.
+async fn list(state: &AppState, user: String, dir: &FilePath, uri: &Uri) -> Result<Response> {
+    let options = list_options(&user, dir, uri)?;
+    // A first page that finds nothing: the directory is empty or absent.
+    let absent_if_empty = options.cursor.is_none() && options.limit > 0;
+    let files = state.files.clone();
+    let dir_path = dir.as_str().to_string();
+    let (user, paths) = tokio::task::spawn_blocking(move || {
+        let paths = files.list(&user, &dir_path, &options);
+        (user, paths)
+    })
+    .await
+    .map_err(|err| Error::Internal(format!("the listing task failed: {err}")))?;
+    let paths = paths?;
+    let user = user.as_str();
+    if paths.is_empty() && absent_if_empty {
         return Err(Error::NotFound(format!(
             "directory {dir} is empty or absent"
         )));
@@ -239,7 +251,7 @@ fn list(state: &AppState, user: &str, dir: &FilePath, uri: &Uri) -> Result<Respo
         .into_response())
 }
 
-fn list_options(user: &str, dir: &FilePath, uri: &Uri) -> Result<ListOptions> {
+pub(super) fn list_options(user: &str, dir: &FilePath, uri: &Uri) -> Result<ListOptions> {
     let mut options = ListOptions {
         limit: DEFAULT_LIST_LIMIT,
         ..ListOptions::default()
@@ -285,15 +297,4 @@ fn parse_cursor(user: &str, dir: &FilePath, value: &str) -> Result<String> {
         )));
     }
     Ok(parsed.as_str().to_string())
-}
-
-/// Listing flags, as Pubky parses them: key-only, `true`, `yes`, `1` are true.
-fn parse_flag(name: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "" | "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err(Error::bad_request(format!(
-            "{name} must be true or false, not {value:?}"
-        ))),
-    }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{Error, Result};
 use super::sse::{check_position, last_event_id, sse_headers, stream_body, Format, Plan, RETRY_MS};
-use super::tenant::query_pairs;
+use super::tenant::{parse_flag, query_pairs};
 use super::AppState;
 use crate::ids;
 use crate::log::frame;
@@ -22,14 +22,18 @@ pub const DEFAULT_PATTERN: &str = "*/pub/*";
 
 /// What a `/firehose` request asks for.
 #[derive(Debug)]
-struct Request {
-    patterns: Vec<Pattern>,
-    after: Option<u64>,
-    live: bool,
-    limit: Option<u64>,
+pub(super) struct Request {
+    pub(super) patterns: Vec<Pattern>,
+    pub(super) after: Option<u64>,
+    pub(super) live: bool,
+    pub(super) limit: Option<u64>,
 }
 
-fn parse_request(uri: &Uri, headers: &HeaderMap, max_patterns: usize) -> Result<Request> {
+pub(super) fn parse_request(
+    uri: &Uri,
+    headers: &HeaderMap,
+    max_patterns: usize,
+) -> Result<Request> {
     let mut subs = Vec::new();
     let mut last_seq = None;
     let mut live = true;
@@ -49,7 +53,7 @@ fn parse_request(uri: &Uri, headers: &HeaderMap, max_patterns: usize) -> Result<
                     .map_err(|err| Error::bad_request(format!("lastSeq {value:?}: {err}")))?;
                 last_seq = Some(seq);
             }
-            "live" => live = parse_bool("live", &value)?,
+            "live" => live = parse_flag("live", &value)?,
             "limit" => {
                 let n: u64 = value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
                     Error::bad_request(format!(
@@ -76,16 +80,6 @@ fn parse_request(uri: &Uri, headers: &HeaderMap, max_patterns: usize) -> Result<
         live,
         limit,
     })
-}
-
-fn parse_bool(name: &str, value: &str) -> Result<bool> {
-    match value {
-        "" | "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(Error::bad_request(format!(
-            "{name} must be true or false, not {value:?}"
-        ))),
-    }
 }
 
 /// `GET /firehose`.

@@ -19,6 +19,8 @@ mod auth;
 mod error;
 mod files;
 mod firehose;
+#[cfg(test)]
+mod fuzz;
 mod grant;
 mod jws;
 mod pubky_events;
@@ -70,7 +72,7 @@ impl AppState {
 
 /// The public router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(root))
         .route("/info", get(info))
         .route("/auth/grant/signup", post(grant::signup))
@@ -100,8 +102,8 @@ pub fn router(state: AppState) -> Router {
         .route("/events/", get(pubky_events::feed))
         .route("/events-stream", get(pubky_events::stream))
         .fallback(not_found)
-        .layer(cors())
-        .with_state(state)
+        .with_state(state);
+    error::with_bodies(routes).layer(cors())
 }
 
 /// Pages on other origins may read files and follow streams; credentialed requests (cookies)

@@ -18,7 +18,7 @@ use pubky_common::storage_path::StoragePath;
 
 use super::error::{Error, Result};
 use super::sse::{last_event_id, sse_headers, stream_body, Format, Plan};
-use super::tenant::query_pairs;
+use super::tenant::{parse_flag, query_pairs};
 use super::AppState;
 use crate::keys;
 use crate::log::hub::{Feed, Floors};
@@ -38,9 +38,23 @@ const PUBKY_KEEP_ALIVE: &[u8] = b":\n\n";
 /// `GET /events/?cursor=<n>&limit=<k>`: one `PUT|DEL pubky://…` line per event after the
 /// cursor, then `cursor: <n>` when there was at least one; lines joined by `\n`.
 pub async fn feed(State(state): State<AppState>, uri: Uri) -> Result<Response> {
+    let (cursor, limit) = parse_feed_query(&uri)?;
+    let log = state.log.clone();
+    let body = tokio::task::spawn_blocking(move || feed_page(&log, cursor, limit))
+        .await
+        .map_err(|err| LogError::Task(err.to_string()))??;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        body,
+    )
+        .into_response())
+}
+
+/// `/events/`'s cursor (exclusive, default 0) and limit (default 100, at most 1000).
+pub(super) fn parse_feed_query(uri: &Uri) -> Result<(u64, usize)> {
     let mut cursor = 0;
     let mut limit = DEFAULT_FEED_LIMIT;
-    for (key, value) in query_pairs(&uri) {
+    for (key, value) in query_pairs(uri) {
         match key.as_str() {
             "cursor" if value.is_empty() => {}
             "cursor" => {
@@ -57,21 +71,14 @@ pub async fn feed(State(state): State<AppState>, uri: Uri) -> Result<Response> {
                     limit = usize::from(n).min(MAX_FEED_LIMIT);
                 }
             }
+            // Parsed (a malformed one is refused), though the feed ignores them, as Pubky.
             "reverse" | "shallow" => {
-                parse_listing_bool(&value)?;
+                parse_flag(&key, &value)?;
             }
             _ => {}
         }
     }
-    let log = state.log.clone();
-    let body = tokio::task::spawn_blocking(move || feed_page(&log, cursor, limit))
-        .await
-        .map_err(|err| LogError::Task(err.to_string()))??;
-    Ok((
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-        body,
-    )
-        .into_response())
+    Ok((cursor, limit))
 }
 
 fn feed_page(log: &EventLog, cursor: u64, limit: usize) -> Result<String> {
@@ -96,28 +103,26 @@ fn feed_page(log: &EventLog, cursor: u64, limit: usize) -> Result<String> {
     Ok(body)
 }
 
-/// Pubky's listing booleans: parsed (a malformed one is refused) though `/events/` ignores them.
-fn parse_listing_bool(value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" | "" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err(Error::bad_request("Invalid boolean parameter")),
-    }
+/// `/events-stream`'s `live` and `reverse`, as Pubky reads them: the one exception to
+/// `parse_flag`, because Pubky's homeserver defines them so (`live=yes` is not live there).
+fn stream_flag(value: &str) -> bool {
+    value == "true" || value == "1"
 }
 
 /// What an `/events-stream` request asks for.
 #[derive(Debug)]
-struct StreamRequest {
+pub(super) struct StreamRequest {
     /// (user, cursor) in the order given; a repeated user keeps its last cursor.
-    users: Vec<(String, Option<u64>)>,
+    pub(super) users: Vec<(String, Option<u64>)>,
     /// Normalized path filters: ending in `/` is a prefix, else exact.
-    paths: Vec<String>,
-    limit: Option<u16>,
-    live: bool,
-    reverse: bool,
+    pub(super) paths: Vec<String>,
+    pub(super) limit: Option<u16>,
+    pub(super) live: bool,
+    pub(super) reverse: bool,
 }
 
-fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
+/// `max_patterns` bounds users × paths: each pair is one subscription pattern.
+pub(super) fn parse_stream_request(uri: &Uri, max_patterns: usize) -> Result<StreamRequest> {
     let mut raw_users = Vec::new();
     let mut raw_paths = Vec::new();
     let mut limit = None;
@@ -135,9 +140,10 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
                 }
                 limit = Some(n);
             }
-            // Pubky's stream flags: only `true` and `1` are true.
-            "live" => live = value == "true" || value == "1",
-            "reverse" => reverse = value == "true" || value == "1",
+            // Pubky's own rule for these two, kept so that its clients see the same stream:
+            // only `true` and `1` are true, anything else is false, never a 400.
+            "live" => live = stream_flag(&value),
+            "reverse" => reverse = stream_flag(&value),
             "path" if !value.is_empty() => raw_paths.push(value),
             _ => {}
         }
@@ -169,6 +175,7 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
         )));
     }
     let mut paths = Vec::with_capacity(raw_paths.len());
+    let mut seen = std::collections::HashSet::new();
     for raw in raw_paths {
         let absolute = if raw.starts_with('/') {
             raw
@@ -177,7 +184,9 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
         };
         let path = StoragePath::normalize(&absolute)
             .map_err(|err| Error::bad_request(format!("Invalid path: {absolute} ({err})")))?;
-        paths.push(path.as_str().to_string());
+        if seen.insert(path.as_str().to_string()) {
+            paths.push(path.as_str().to_string());
+        }
     }
     for path in &paths {
         if path.starts_with("/priv/") || path == "/priv" {
@@ -193,6 +202,15 @@ fn parse_stream_request(uri: &Uri) -> Result<StreamRequest> {
     }
     if paths.is_empty() {
         paths.push(crate::path::PUBLIC_ROOT.to_string());
+    }
+    let patterns = users.len().saturating_mul(paths.len());
+    if patterns > max_patterns {
+        return Err(Error::bad_request(format!(
+            "too many patterns: {} users x {} paths is {patterns}, at most {max_patterns} per \
+             connection; split them over several streams",
+            users.len(),
+            paths.len()
+        )));
     }
     let users = users
         .into_iter()
@@ -249,7 +267,7 @@ pub async fn stream(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
 }
 
 async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response> {
-    let mut request = parse_stream_request(uri)?;
+    let mut request = parse_stream_request(uri, state.config.max_patterns)?;
     for (user, _) in &request.users {
         if state.files.user(user)?.is_none() {
             return Err(Error::NotFound(format!(
@@ -380,7 +398,7 @@ mod tests {
 
     fn parse(query: &str) -> Result<StreamRequest> {
         let uri: Uri = format!("/events-stream?{query}").parse().expect("uri");
-        parse_stream_request(&uri)
+        parse_stream_request(&uri, 100)
     }
 
     fn message(result: Result<StreamRequest>) -> (StatusCode, String) {
@@ -432,6 +450,16 @@ mod tests {
             message(parse(&format!("user={ALICE}:abc"))),
             (bad, "Invalid cursor: abc".into())
         );
+        let paths: Vec<String> = (0..101).map(|n| format!("path=/pub/{n}")).collect();
+        let (status, text) = message(parse(&format!("user={ALICE}&{}", paths.join("&"))));
+        assert_eq!(status, bad);
+        assert!(
+            text.starts_with("too many patterns: 1 users x 101 paths"),
+            "{text}"
+        );
+        // The same path repeated is one path.
+        let same: Vec<String> = (0..101).map(|_| "path=/pub/x".to_string()).collect();
+        assert!(parse(&format!("user={ALICE}&{}", same.join("&"))).is_ok());
         let many: Vec<String> = (0..51).map(|_| format!("user={ALICE}")).collect();
         // The same user repeated is one user.
         assert!(parse(&many.join("&")).is_ok());

@@ -18,16 +18,24 @@ use crate::store::StoreError;
 /// A bearer is 32 random bytes, base64url without padding: always 43 characters.
 const BEARER_LEN: usize = 43;
 
-/// The value of the cookie named `name`, if the request carries it.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The values of every cookie named `name`, in the order the request sent them.
+pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+        .filter(move |(key, _)| *key == name)
+        .map(|(_, value)| value.trim())
+}
+
+/// A session secret is 26 Crockford base32 characters (128 random bits, as `auth` mints them);
+/// a cookie of another shape names no session and is never looked up.
+pub const SESSION_SECRET_LEN: usize = 26;
+
+pub fn is_session_secret(value: &str) -> bool {
+    value.len() == SESSION_SECRET_LEN && value.bytes().all(crate::ids::is_digit)
 }
 
 /// A proved session: who it acts for and what it may do.
@@ -62,26 +70,37 @@ pub fn session_for(state: &AppState, headers: &HeaderMap, user: &str) -> Result<
     if let Some(session) = bearer_session(state, headers)? {
         return Ok(session);
     }
-    let secret = cookie(headers, user)
-        .ok_or_else(|| Error::Unauthorized(format!("no session for {user}: sign in first")))?;
-    let record = state
-        .files
-        .session(secret)?
-        .ok_or_else(|| Error::Unauthorized("the session has expired or was signed out".into()))?;
-    if record.public_key().z32() != user {
-        return Err(Error::Forbidden(format!(
-            "this session belongs to {}, not to {user}",
-            record.public_key().z32()
-        )));
+    // A browser may hold several cookies of one name (another path, a stale one): the first
+    // that names a live session wins, and a malformed one is skipped, not an error.
+    let mut sent = false;
+    for secret in cookies(headers, user) {
+        sent = true;
+        if !is_session_secret(secret) {
+            continue;
+        }
+        let Some(record) = state.files.session(secret)? else {
+            continue;
+        };
+        if record.public_key().z32() != user {
+            return Err(Error::Forbidden(format!(
+                "this session belongs to {}, not to {user}",
+                record.public_key().z32()
+            )));
+        }
+        return Ok(Session {
+            user: user.to_string(),
+            capabilities: record.capabilities().to_vec(),
+            credential: Credential::Cookie {
+                secret: secret.to_string(),
+                record,
+            },
+        });
     }
-    Ok(Session {
-        user: user.to_string(),
-        capabilities: record.capabilities().to_vec(),
-        credential: Credential::Cookie {
-            secret: secret.to_string(),
-            record,
-        },
-    })
+    Err(Error::Unauthorized(if sent {
+        "the session has expired or was signed out".into()
+    } else {
+        format!("no session for {user}: sign in first")
+    }))
 }
 
 /// Allow a write to `path` of `user` only with a session of `user` whose capabilities include

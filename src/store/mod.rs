@@ -76,7 +76,8 @@ impl Store {
         let lmdb_dir = dir.join("lmdb");
         std::fs::create_dir_all(&lmdb_dir)?;
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
-        open.map_size(options.map_size)
+        // LMDB wants a multiple of the page size: round up to 64 KiB, a multiple of any.
+        open.map_size(options.map_size.next_multiple_of(1 << 16))
             .max_dbs(16)
             .max_readers(4096);
         if !options.sync {
