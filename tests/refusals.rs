@@ -315,3 +315,41 @@ async fn the_tenant_by_header_query_or_host() {
     assert_eq!(none.status(), StatusCode::BAD_REQUEST);
     assert!(none.text().await.unwrap().contains("pubky-host"));
 }
+
+/// A head that is not HTTP, or one that frames its body two ways (Content-Length and
+/// Transfer-Encoding: request smuggling behind a proxy), is refused by the connection layer
+/// with a 400 and a body saying why, and changes nothing.
+#[tokio::test]
+async fn malformed_heads_are_refused_with_a_reason() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hs = TestServer::start().await;
+    let alice = hs.signup().await;
+    let events_before = hs.events().len();
+    let z = &alice.z32;
+    let cookie = alice.cookie.clone().unwrap();
+    for (head, reason) in [
+        (
+            format!("PUT /pub/a HTTP/1.1\r\nHost: x\r\npubky-host: {z}\r\nX-Junk: a\0b\r\n\r\n"),
+            "not HTTP",
+        ),
+        (
+            format!(
+                "PUT /pub/a HTTP/1.1\r\nHost: x\r\npubky-host: {z}\r\nCookie: {cookie}\r\n\
+                 Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            "both Content-Length and Transfer-Encoding",
+        ),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(hs.server.addr())
+            .await
+            .unwrap();
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(answer.contains("text/plain"), "{answer}");
+        assert!(answer.contains(reason), "{answer}");
+    }
+    assert_eq!(hs.events().len(), events_before, "nothing was written");
+}

@@ -294,6 +294,20 @@ where
         first = false;
         match head {
             Head::Closed => return,
+            Head::Malformed(reason) => {
+                let body = format!("{reason}\n");
+                let answer = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    io.write_all(answer.as_bytes()).await?;
+                    io.shutdown().await
+                })
+                .await;
+                return;
+            }
             Head::Other => return Box::pin(serve_hyper(shared, io, Bytes::from(buf))).await,
             Head::Stream(request, keep_alive) => {
                 // The head was all there was: nothing of it is kept while the stream runs.
@@ -317,6 +331,8 @@ enum Head {
     Stream(Box<Request<axum::body::Body>>, bool),
     /// Anything else: hyper takes the connection, with the bytes read so far.
     Other,
+    /// Not an HTTP request head we accept: answered here, because hyper's own 400 has no body.
+    Malformed(String),
     /// The client left, sent nothing in time, or the server is stopping.
     Closed,
 }
@@ -344,6 +360,7 @@ where
             match parse_head(buf) {
                 Parsed::Partial => {}
                 Parsed::Other => return Head::Other,
+                Parsed::Malformed(err) => return Head::Malformed(err),
                 Parsed::Stream(request, keep_alive) => return Head::Stream(request, keep_alive),
             }
             if buf.len() >= MAX_HEAD {
@@ -376,30 +393,46 @@ where
 enum Parsed {
     Partial,
     Other,
+    Malformed(String),
     Stream(Box<Request<axum::body::Body>>, bool),
 }
 
 /// Is this head an event stream request this layer serves? Only a complete `GET` of
-/// `/firehose` or `/events-stream` without a body; everything else is hyper's.
+/// `/firehose` or `/events-stream` without a body; every other whole head is hyper's. A whole
+/// head is read before hyper gets the connection, so that a malformed one is refused here with
+/// a body (hyper's own 400 has none).
 fn parse_head(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut head = httparse::Request::new(&mut headers);
     let length = match head.parse(buf) {
-        Ok(httparse::Status::Complete(length)) => Some(length),
-        Ok(httparse::Status::Partial) => None,
-        Err(_) => return Parsed::Other,
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // hyper allows more headers than this parser holds: its to judge.
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Other,
+        Err(err) => return Parsed::Malformed(format!("the request is not HTTP/1.1: {err}")),
     };
-    // The request line decides as soon as it is whole.
-    match (head.method, head.path) {
-        (Some(method), Some(path)) if !is_stream(method, path) => return Parsed::Other,
-        (Some(_), Some(_)) => {}
-        _ => return Parsed::Partial,
+    // Which of the two frames the body is a guess between this server and any proxy before
+    // it (request smuggling): refuse rather than pick one, as RFC 9112 allows.
+    let has = |name: &str| {
+        head.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    };
+    if has("content-length") && has("transfer-encoding") {
+        return Parsed::Malformed(
+            "a request may not carry both Content-Length and Transfer-Encoding".into(),
+        );
     }
-    match length {
-        None => return Parsed::Partial,
-        // Bytes after the head (a body, a pipelined request): hyper's to sort out.
-        Some(length) if length != buf.len() => return Parsed::Other,
-        Some(_) => {}
+    if !head
+        .method
+        .zip(head.path)
+        .is_some_and(|(m, p)| is_stream(m, p))
+    {
+        return Parsed::Other;
+    }
+    // Bytes after the head (a body, a pipelined request): hyper's to sort out.
+    if length != buf.len() {
+        return Parsed::Other;
     }
     let version = match head.version {
         Some(1) => Version::HTTP_11,
