@@ -12,12 +12,16 @@ use crate::store::migrate::Migration;
 mod m0001_initial;
 mod m0002_grants;
 mod m0003_event_log_v2;
+mod m0004_relay_reserved;
+mod m0005_user_admin;
 
 /// Every migration this build knows, in order.
 pub const ALL: &[Migration] = &[
     m0001_initial::MIGRATION,
     m0002_grants::MIGRATION,
     m0003_event_log_v2::MIGRATION,
+    m0004_relay_reserved::MIGRATION,
+    m0005_user_admin::MIGRATION,
 ];
 
 /// The schema version this build writes.
