@@ -37,6 +37,15 @@ type Result<T> = std::result::Result<T, CliError>;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on standard error look: `text` (colour only on a terminal) or `json`.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HEARTH_LOG_FORMAT"
+    )]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +94,9 @@ async fn serve(config: Config) -> Result<()> {
     println!("data directory: {}", data_dir.display());
     if let Some(admin) = server.admin_addr() {
         println!("admin listening on http://{admin}");
+    }
+    if let Some(metrics) = server.metrics_addr() {
+        println!("metrics listening on http://{metrics}/metrics");
     }
     wait_for_signal().await?;
     println!("shutting down: finishing requests, closing the store");

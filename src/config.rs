@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::rate_limit::RateLimitRule;
+
 /// A configuration that cannot work; the message says which setting and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -53,6 +55,17 @@ pub struct Config {
     pub keepalive_secs: u64,
     /// How many `sub` patterns one firehose connection may have.
     pub max_patterns: usize,
+    /// The metrics listener (Prometheus text at `/metrics`); off unless set.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Retention: keep only the newest this many events; off unless set.
+    pub retain_events: Option<u64>,
+    /// Retention: keep only events of the last this many days (fractions allowed); off
+    /// unless set.
+    pub retain_days: Option<f64>,
+    /// Request-count limits, Pubky's `[[rate_limits]]` tables (TOML only).
+    pub rate_limits: Vec<RateLimitRule>,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client (TOML only).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Config {
@@ -69,6 +82,11 @@ impl Default for Config {
             map_size: 64 << 30,
             keepalive_secs: 15,
             max_patterns: 100,
+            metrics_listen: None,
+            retain_events: None,
+            retain_days: None,
+            rate_limits: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -106,6 +124,16 @@ pub struct ServeArgs {
     /// Seconds between keep-alive comments on idle event streams [default: 15]
     #[arg(long, env = "HEARTH_KEEPALIVE_SECS")]
     pub keepalive_secs: Option<u64>,
+    /// Address of the metrics listener, Prometheus text at /metrics (off unless set)
+    #[arg(long, env = "HEARTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Keep only the newest N events; older ones are trimmed in the background (off unless set)
+    #[arg(long, env = "HEARTH_RETAIN_EVENTS")]
+    pub retain_events: Option<u64>,
+    /// Keep only events of the last D days (fractions allowed); older ones are trimmed (off
+    /// unless set)
+    #[arg(long, env = "HEARTH_RETAIN_DAYS")]
+    pub retain_days: Option<f64>,
 }
 
 impl ConfigError {
@@ -132,6 +160,9 @@ impl Config {
             max_body_bytes,
             no_sync,
             keepalive_secs,
+            metrics_listen,
+            retain_events,
+            retain_days,
         } = args.clone();
         if let Some(v) = data_dir {
             config.data_dir = v;
@@ -160,6 +191,15 @@ impl Config {
         if let Some(v) = keepalive_secs {
             config.keepalive_secs = v;
         }
+        if metrics_listen.is_some() {
+            config.metrics_listen = metrics_listen;
+        }
+        if retain_events.is_some() {
+            config.retain_events = retain_events;
+        }
+        if retain_days.is_some() {
+            config.retain_days = retain_days;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -185,7 +225,35 @@ impl Config {
         if self.max_patterns == 0 {
             return Err(ConfigError::new("max_patterns must be at least 1"));
         }
+        if self.retain_events == Some(0) {
+            return Err(ConfigError::new("retain_events must be at least 1"));
+        }
+        if self
+            .retain_days
+            .is_some_and(|days| !days.is_finite() || days <= 0.0)
+        {
+            return Err(ConfigError::new(
+                "retain_days must be a number of days above 0",
+            ));
+        }
+        for (index, rule) in self.rate_limits.iter().enumerate() {
+            rule.validate().map_err(|why| {
+                ConfigError::new(format!(
+                    "rate_limits[{index}] (path {:?}): {why}",
+                    rule.path
+                ))
+            })?;
+        }
+        crate::http::rate_limit::parse_proxies(&self.trusted_proxies).map_err(ConfigError::new)?;
         Ok(())
+    }
+
+    /// The retention policy the settings ask for (off when neither is set).
+    pub fn retention(&self) -> crate::log::retention::Policy {
+        crate::log::retention::Policy {
+            events: self.retain_events,
+            days: self.retain_days,
+        }
     }
 
     pub fn keepalive(&self) -> Duration {
@@ -224,6 +292,27 @@ mod tests {
         assert_eq!(config.listen.port(), 7001);
         assert_eq!(config.quota_bytes, Some(10));
         assert_eq!(config.signup_mode, SignupMode::Token);
+    }
+
+    #[test]
+    fn rate_limits_are_pubky_tables_and_bad_ones_are_refused() {
+        let config: Config = toml::from_str(
+            "trusted_proxies = [\"10.0.0.0/8\"]\n\
+             [[rate_limits]]\npath = \"/pub/**\"\nmethod = \"PUT\"\nquota = \"10r/m\"\nkey = \"user\"\n\
+             [[rate_limits]]\npath = \"/session\"\nmethod = \"post\"\nquota = \"2r/s\"\nkey = \"ip\"\nburst = 5\nwhitelist = [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.rate_limits.len(), 2);
+        assert!(config.validate().is_ok());
+        let mut bad = config.clone();
+        bad.rate_limits[0].quota = "10mb/m".into();
+        assert!(bad.validate().is_err());
+        let mut bad = config.clone();
+        bad.trusted_proxies = vec!["nowhere".into()];
+        assert!(bad.validate().is_err());
+        let mut bad = config;
+        bad.retain_events = Some(0);
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -26,8 +26,10 @@ pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod log;
+pub mod logging;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod path;
 pub mod server;
 pub mod store;
+pub mod telemetry;

@@ -46,6 +46,7 @@ type Result<T> = std::result::Result<T, ServerError>;
 pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     public_key: String,
     files: Files,
     log: EventLog,
@@ -55,7 +56,7 @@ pub struct Server {
 
 impl Server {
     /// Open the store in `config.data_dir`, bind, and start serving.
-    pub async fn start(config: Config) -> Result<Server> {
+    pub async fn start(mut config: Config) -> Result<Server> {
         config.validate()?;
         let keypair = identity::load_or_create(&config.data_dir)?;
         let public_key = keypair.public_key().z32();
@@ -84,6 +85,8 @@ impl Server {
             ))
         })?;
         let addr = listener.local_addr()?;
+        // What was bound (port 0 becomes a real one): the admin status page links to it.
+        config.listen = addr;
         let admin_listener = match config.admin_listen {
             Some(admin) => Some(TcpListener::bind(admin).await.map_err(|err| {
                 ServerError::Io(std::io::Error::new(
@@ -97,6 +100,20 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(metrics) => Some(TcpListener::bind(metrics).await.map_err(|err| {
+                ServerError::Io(std::io::Error::new(
+                    err.kind(),
+                    format!("cannot listen on {metrics}: {err}"),
+                ))
+            })?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let retention = config.retention();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
@@ -118,21 +135,44 @@ impl Server {
         // `into_make_service`: each connection gets a cheap clone of the router. Serving the
         // `Router` itself re-runs `with_state(())` per connection, which deep-clones every
         // route (~19 KiB a connection, measured with heaptrack): too much for idle streams.
-        let public = axum::serve(listener, http::router(state.clone()).into_make_service())
-            .with_graceful_shutdown(signalled(shutdown_rx.clone()));
+        // With the peer's address: rate limits keyed by client need it.
+        let public = axum::serve(
+            listener,
+            http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signalled(shutdown_rx.clone()));
         let admin = admin_listener.map(|listener| {
             axum::serve(listener, http::admin::router(state.clone()))
                 .with_graceful_shutdown(signalled(shutdown_rx.clone()))
         });
+        let metrics = match (metrics_listener, crate::telemetry::install()) {
+            (Some(listener), Some(handle)) => Some(
+                axum::serve(listener, http::metrics::router(state.clone(), handle))
+                    .with_graceful_shutdown(signalled(shutdown_rx.clone())),
+            ),
+            _ => None,
+        };
+        // The retention task holds a writer until shutdown, like a handler would.
+        crate::log::retention::spawn(
+            state.writer.clone(),
+            log.clone(),
+            retention,
+            shutdown_rx.clone(),
+        );
         // Handlers hold their own clones; this one must not keep the writer alive.
         drop(state);
 
         let task = tokio::spawn(async move {
             let admin_task =
                 admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
+            let metrics_task =
+                metrics.map(|metrics| tokio::spawn(std::future::IntoFuture::into_future(metrics)));
             let served = public.await;
             if let Some(admin_task) = admin_task {
                 let _ = admin_task.await;
+            }
+            if let Some(metrics_task) = metrics_task {
+                let _ = metrics_task.await;
             }
             // Every `Writer` is gone with the router: the writer drains its queue and exits.
             tokio::task::spawn_blocking(move || {
@@ -147,6 +187,7 @@ impl Server {
         Ok(Server {
             addr,
             admin_addr,
+            metrics_addr,
             public_key,
             files,
             log,
@@ -161,6 +202,10 @@ impl Server {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The server's public key, z-base32.

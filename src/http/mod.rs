@@ -8,20 +8,27 @@
 //! - `firehose`: the native event stream, `GET /firehose`;
 //! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
 //! - `sse`: the stream plumbing those two share;
-//! - `admin`: the separate, password-guarded admin listener;
+//! - `admin`: the separate, password-guarded admin listener (`admin_users`: its user routes;
+//!   `status`: its status page and `/info`);
+//! - `metrics`: the metrics listener, and the middleware that counts requests by route;
+//! - `rate_limit`: the configured `[[rate_limits]]`, answered with 429;
 //! - `tenant`: who a request is about; `session`: whether it proves a session that may write;
 //! - `error`: every failure of every layer, mapped to a status and a plain-text body.
 
 pub mod admin;
+mod admin_users;
 mod auth;
 mod error;
 mod files;
 mod firehose;
 mod grant;
 mod jws;
+pub mod metrics;
 mod pubky_events;
+pub mod rate_limit;
 mod session;
 mod sse;
+mod status;
 mod tenant;
 
 use std::sync::Arc;
@@ -97,7 +104,12 @@ pub fn router(state: AppState) -> Router {
         .route("/events/", get(pubky_events::feed))
         .route("/events-stream", get(pubky_events::stream))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            rate_limit::Limits::new(&state.config.rate_limits, &state.config.trusted_proxies),
+            rate_limit::layer,
+        ))
         .layer(cors())
+        .layer(axum::middleware::from_fn(metrics::track_public))
         .with_state(state)
 }
 
@@ -123,7 +135,12 @@ fn cors() -> CorsLayer {
             header::HeaderName::from_static("last-event-id"),
             header::HeaderName::from_static("pubky-host"),
         ])
-        .expose_headers([header::ETAG, header::LAST_MODIFIED, header::CONTENT_LENGTH])
+        .expose_headers([
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::CONTENT_LENGTH,
+            header::RETRY_AFTER,
+        ])
 }
 
 /// `GET /`: the server's public key.
