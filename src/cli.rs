@@ -24,6 +24,8 @@ pub enum CliError {
     Usage(String),
     #[error("i/o failure: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 type Result<T> = std::result::Result<T, CliError>;
@@ -58,6 +60,22 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Copy a data directory (its store, compacted, and the server key) into a new directory,
+    /// while its server runs. Restore by starting a server on the copy.
+    Backup {
+        /// The data directory to copy.
+        #[arg(long, env = "HEARTH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A new (or empty) directory, which becomes a data directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a data directory's store: schema, sequences, the by_user index, files against
+    /// their newest events. Exits non-zero when it finds a problem.
+    Verify {
+        #[arg(long, env = "HEARTH_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Sign a Pubky AuthToken with a secret key file and write its bytes (for POST /signup or
     /// POST /session, e.g. `curl --data-binary @token.bin`).
     Token {
@@ -78,6 +96,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(Config::load(&args)?).await,
         Command::Keygen { out } => keygen(&out),
+        Command::Backup { data_dir, out } => backup(&data_dir, &out),
+        Command::Verify { data_dir } => verify(&data_dir),
         Command::Token {
             secret_file,
             caps,
@@ -119,6 +139,42 @@ async fn wait_for_signal() -> Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+fn backup(data_dir: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let made = crate::backup::backup(data_dir, out)?;
+    println!(
+        "backup of {} written to {}: {} bytes of store{}",
+        data_dir.display(),
+        made.dir.display(),
+        made.data_bytes,
+        if made.with_key {
+            ", and the server key"
+        } else {
+            "; no server key file was found (a new key would be made on start)"
+        }
+    );
+    let report = crate::verify::verify(&made.dir)?;
+    println!("{report}");
+    if !report.is_clean() {
+        return Err(CliError::Usage("the backup does not verify".into()));
+    }
+    println!("restore: hearth serve --data-dir {}", made.dir.display());
+    Ok(())
+}
+
+fn verify(data_dir: &std::path::Path) -> Result<()> {
+    let report = crate::verify::verify(data_dir)?;
+    println!("{report}");
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{} problem(s) found in {}",
+            report.problem_count,
+            data_dir.display()
+        )))
+    }
 }
 
 fn keygen(out: &std::path::Path) -> Result<()> {

@@ -17,6 +17,7 @@
 //! `migrations` (the `migrations/` directory) is the schema's history: it creates the tables
 //! of every layer, and the server hands it to `store` at open.
 
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -33,3 +34,4 @@ pub mod path;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod verify;
