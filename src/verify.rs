@@ -284,7 +284,8 @@ fn check_files(
         slot.0 += 1;
         slot.1 += bytes.len() as u64;
     }
-    let log_is_whole = report.first_seq.is_none_or(|first| first == 1) && report.last_seq == report.events;
+    let log_is_whole =
+        report.first_seq.is_none_or(|first| first == 1) && report.last_seq == report.events;
     let mut used_by_user: HashMap<String, u64> = HashMap::new();
     for entry in files.iter(txn)? {
         let (key, bytes) = entry?;
@@ -296,13 +297,19 @@ fn check_files(
                 continue;
             }
         };
-        let Some(user) = key.get(..USER_KEY_LEN).and_then(|u| std::str::from_utf8(u).ok()) else {
+        let Some(user) = key
+            .get(..USER_KEY_LEN)
+            .and_then(|u| std::str::from_utf8(u).ok())
+        else {
             report.problem(format!("file key {key:?} has no user key"));
             continue;
         };
         *used_by_user.entry(user.to_string()).or_default() += meta.size;
         if file_key(user, &meta.path).as_slice() != key {
-            report.problem(format!("file {user}{} is stored under another key", meta.path));
+            report.problem(format!(
+                "file {user}{} is stored under another key",
+                meta.path
+            ));
         }
         match content.remove(&meta.content_seq) {
             Some((count, size)) if count == u64::from(meta.chunk_count()) && size == meta.size => {}
@@ -318,14 +325,14 @@ fn check_files(
         let full = format!("{user}{}", meta.path);
         match latest.get(&full) {
             Some(_) => {}
-            None if log_is_whole => {
-                report.problem(format!("file {full} has no event in the log"))
-            }
+            None if log_is_whole => report.problem(format!("file {full} has no event in the log")),
             None => report.files_without_events += 1,
         }
     }
     for seq in content.keys() {
-        report.problem(format!("chunks under content sequence {seq} belong to no file"));
+        report.problem(format!(
+            "chunks under content sequence {seq} belong to no file"
+        ));
     }
     for (key, last) in latest {
         report.paths_checked += 1;

@@ -65,9 +65,17 @@ async fn every_admin_call_needs_the_password() {
     ];
     for (method, path) in &calls {
         let url = format!("{}{path}", server.admin_url());
-        let none = server.http.request(method.clone(), &url).send().await.unwrap();
+        let none = server
+            .http
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
-        assert!(!none.text().await.unwrap().trim().is_empty(), "a body says why");
+        assert!(
+            !none.text().await.unwrap().trim().is_empty(),
+            "a body says why"
+        );
         let wrong = server
             .http
             .request(method.clone(), &url)
@@ -89,7 +97,11 @@ async fn every_admin_call_needs_the_password() {
     // The status page itself is open; it holds nothing secret.
     let page = server.http.get(server.admin_url()).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.text().await.unwrap().contains(server.server.public_key()));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains(server.server.public_key()));
     // Nothing was disabled by the refused calls.
     assert_eq!(user.put("/pub/a", "x").await.status(), StatusCode::CREATED);
 }
@@ -116,7 +128,11 @@ async fn users_are_listed_a_page_at_a_time_and_read_one_by_one() {
         let page = json_of(admin(&server, Method::GET, &path).await).await;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
-        seen.extend(items.iter().map(|i| i["pubky"].as_str().unwrap().to_string()));
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["pubky"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
             None => break,
@@ -125,7 +141,15 @@ async fn users_are_listed_a_page_at_a_time_and_read_one_by_one() {
     let signed_up: Vec<String> = users.iter().map(|u| u.z32.clone()).collect();
     assert_eq!(seen, signed_up, "oldest first, each once");
 
-    let by_size = json_of(admin(&server, Method::GET, "/users?sort_by=used_bytes&reverse=true").await).await;
+    let by_size = json_of(
+        admin(
+            &server,
+            Method::GET,
+            "/users?sort_by=used_bytes&reverse=true",
+        )
+        .await,
+    )
+    .await;
     assert_eq!(by_size["items"][0]["pubky"], json!(users[4].z32));
     assert_eq!(by_size["items"][0]["used_bytes"], json!(40));
 
@@ -136,14 +160,24 @@ async fn users_are_listed_a_page_at_a_time_and_read_one_by_one() {
     assert_eq!(one["quota"]["overrides"], json!({}));
 
     for (path, status) in [
-        (format!("/users/{}", Keypair::random().public_key().z32()), 404),
+        (
+            format!("/users/{}", Keypair::random().public_key().z32()),
+            404,
+        ),
         ("/users/not-a-key".to_string(), 400),
         ("/users?limit=0".into(), 400),
         ("/users?state=maybe".into(), 400),
         ("/users?reverse=yes".into(), 400),
-        (format!("/users?cursor={}", Keypair::random().public_key().z32()), 400),
+        (
+            format!("/users?cursor={}", Keypair::random().public_key().z32()),
+            400,
+        ),
     ] {
-        let response = admin(&server, Method::GET, &path).await.send().await.unwrap();
+        let response = admin(&server, Method::GET, &path)
+            .await
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), status, "{path}");
         assert!(!response.text().await.unwrap().is_empty(), "{path}: a body");
     }
@@ -153,9 +187,16 @@ async fn users_are_listed_a_page_at_a_time_and_read_one_by_one() {
 async fn a_disabled_user_can_read_but_not_write_or_sign_in() {
     let server = TestServer::start_token_mode().await;
     let user = signup(&server).await;
-    assert_eq!(user.put("/pub/keep", "kept").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        user.put("/pub/keep", "kept").await.status(),
+        StatusCode::CREATED
+    );
     let path = format!("/users/{}/disable", user.z32);
-    let response = admin(&server, Method::POST, &path).await.send().await.unwrap();
+    let response = admin(&server, Method::POST, &path)
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "Ok");
     let before = server.events().len();
@@ -163,7 +204,10 @@ async fn a_disabled_user_can_read_but_not_write_or_sign_in() {
     let put = user.put("/pub/new", "x").await;
     assert_eq!(put.status(), StatusCode::FORBIDDEN);
     assert_eq!(put.text().await.unwrap().trim(), "User is disabled");
-    assert_eq!(user.delete("/pub/keep").await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        user.delete("/pub/keep").await.status(),
+        StatusCode::FORBIDDEN
+    );
     let session = user.request(Method::GET, "/session").send().await.unwrap();
     assert_eq!(session.status(), StatusCode::FORBIDDEN);
     let signin = server
@@ -178,17 +222,32 @@ async fn a_disabled_user_can_read_but_not_write_or_sign_in() {
     let read = user.get("/pub/keep").await;
     assert_eq!(read.status(), StatusCode::OK);
     assert_eq!(read.text().await.unwrap(), "kept");
-    assert_eq!(server.events().len(), before, "nothing refused left an event");
+    assert_eq!(
+        server.events().len(),
+        before,
+        "nothing refused left an event"
+    );
     let listed = json_of(admin(&server, Method::GET, "/users?state=disabled").await).await;
     assert_eq!(listed["items"][0]["pubky"], json!(user.z32));
 
     let path = format!("/users/{}/enable", user.z32);
-    let response = admin(&server, Method::POST, &path).await.send().await.unwrap();
+    let response = admin(&server, Method::POST, &path)
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(user.put("/pub/new", "x").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        user.put("/pub/new", "x").await.status(),
+        StatusCode::CREATED
+    );
 
     let nobody = format!("/users/{}/disable", Keypair::random().public_key().z32());
-    let response = admin(&server, Method::POST, &nobody).await.send().await.unwrap();
+    let response = admin(&server, Method::POST, &nobody)
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
@@ -215,14 +274,24 @@ async fn a_users_quota_is_read_and_changed_at_run_time_and_kept() {
         .unwrap();
     assert_eq!(patch.status(), StatusCode::OK);
     let big = vec![7u8; 700 << 10];
-    assert_eq!(user.put("/pub/app/a", big.clone()).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        user.put("/pub/app/a", big.clone()).await.status(),
+        StatusCode::CREATED
+    );
     let over = user.put("/pub/app/b", big.clone()).await;
-    assert_eq!(over.status(), StatusCode::INSUFFICIENT_STORAGE, "1 MiB is the user's own quota");
+    assert_eq!(
+        over.status(),
+        StatusCode::INSUFFICIENT_STORAGE,
+        "1 MiB is the user's own quota"
+    );
     let elsewhere = user.put("/pub/other", "x").await;
     assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
 
     // Pubky's 422s: a burst without a rate; a value of the wrong kind.
-    for body in [json!({ "rate_read_burst": 5 }), json!({ "storage_quota_mb": "lots" })] {
+    for body in [
+        json!({ "rate_read_burst": 5 }),
+        json!({ "storage_quota_mb": "lots" }),
+    ] {
         let refused = admin(&server, Method::PATCH, &path)
             .await
             .json(&body)
@@ -251,8 +320,14 @@ async fn a_users_quota_is_read_and_changed_at_run_time_and_kept() {
         base: server.server.url(),
         ..user
     };
-    assert_eq!(user.put("/pub/app/b", big.clone()).await.status(), StatusCode::CREATED);
-    assert_eq!(user.put("/pub/other", "x").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        user.put("/pub/app/b", big.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        user.put("/pub/other", "x").await.status(),
+        StatusCode::CREATED
+    );
     let quota = json_of(admin(&server, Method::GET, &path).await).await;
     assert_eq!(quota["effective"]["storage_quota_mb"], json!("unlimited"));
 }
@@ -297,12 +372,18 @@ async fn signup_tokens_are_listed_and_carry_their_limits() {
         used["items"][0]["quota"],
         json!({ "storage_quota_mb": 2, "rate_write": "1mb/s" })
     );
-    let unused = json_of(admin(&server, Method::GET, "/signup_tokens?state=unused&limit=1").await).await;
+    let unused =
+        json_of(admin(&server, Method::GET, "/signup_tokens?state=unused&limit=1").await).await;
     assert_eq!(unused["items"][0]["token"], json!(plain));
     assert_eq!(unused["items"][0]["quota"], json!({}));
 
-    let quota = json_of(admin(&server, Method::GET, &format!("/users/{}/quota", user.z32)).await).await;
-    assert_eq!(quota["overrides"]["storage_quota_mb"], json!(2), "the token's limits");
+    let quota =
+        json_of(admin(&server, Method::GET, &format!("/users/{}/quota", user.z32)).await).await;
+    assert_eq!(
+        quota["overrides"]["storage_quota_mb"],
+        json!(2),
+        "the token's limits"
+    );
 
     let info = json_of(admin(&server, Method::GET, "/info").await).await;
     assert_eq!(info["num_users"], json!(1));
@@ -315,18 +396,36 @@ async fn signup_tokens_are_listed_and_carry_their_limits() {
 async fn the_admin_deletes_one_entry_and_it_is_a_del_event() {
     let server = TestServer::start_token_mode().await;
     let user = signup(&server).await;
-    assert_eq!(user.put("/pub/doomed/x.json", "x").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        user.put("/pub/doomed/x.json", "x").await.status(),
+        StatusCode::CREATED
+    );
     let path = format!("/webdav/{}/pub/doomed/x.json", user.z32);
-    let response = admin(&server, Method::DELETE, &path).await.send().await.unwrap();
+    let response = admin(&server, Method::DELETE, &path)
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert_eq!(user.get("/pub/doomed/x.json").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        user.get("/pub/doomed/x.json").await.status(),
+        StatusCode::NOT_FOUND
+    );
     let last = server.events().pop().expect("an event");
     assert_eq!(last.kind, hearth::log::EventKind::Del);
     assert_eq!(last.path(), "/pub/doomed/x.json");
-    let again = admin(&server, Method::DELETE, &path).await.send().await.unwrap();
+    let again = admin(&server, Method::DELETE, &path)
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
     let outside = format!("/webdav/{}/priv/x", user.z32);
-    let response = admin(&server, Method::DELETE, &outside).await.send().await.unwrap();
+    let response = admin(&server, Method::DELETE, &outside)
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let used = json_of(admin(&server, Method::GET, &format!("/users/{}", user.z32)).await).await;
     assert_eq!(used["used_bytes"], json!(0));

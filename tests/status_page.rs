@@ -280,9 +280,8 @@ async fn the_status_page_shows_the_server_and_a_live_put_without_console_errors(
         );
         let shown_key = browser.eval("document.getElementById('key').textContent");
         assert_eq!(shown_key, json!(key), "the page shows the server's key");
-        let row = browser.eval(
-            "document.getElementById('events-list').firstChild.children[1].textContent",
-        );
+        let row = browser
+            .eval("document.getElementById('events-list').firstChild.children[1].textContent");
         assert_eq!(row, json!("PUT"));
         browser.drain();
         browser

@@ -71,10 +71,10 @@ pub async fn track_admin(request: Request, next: Next) -> Response {
 
 async fn track(listener: &'static str, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_string(),
+        |path| route_label(path.as_str()),
+    );
     let method = request.method().clone();
     let response = next.run(request).await;
     telemetry::request(
@@ -85,4 +85,25 @@ async fn track(listener: &'static str, request: Request, next: Next) -> Response
         started.elapsed(),
     );
     response
+}
+
+/// A route template as a label value without braces (`/users/{pubkey}` is `/users/:pubkey`,
+/// `/pub/{*path}` is `/pub/*path`): some text-format parsers stumble on braces in values.
+fn route_label(template: &str) -> String {
+    template
+        .replace("{*", "*")
+        .replace('{', ":")
+        .replace('}', "")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn route_labels_have_no_braces() {
+        assert_eq!(super::route_label("/pub/{*path}"), "/pub/*path");
+        assert_eq!(
+            super::route_label("/users/{pubkey}/quota"),
+            "/users/:pubkey/quota"
+        );
+    }
 }
