@@ -8,11 +8,19 @@ use pubky_common::crypto::Keypair;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-async fn admin(server: &TestServer, method: Method, path: &str) -> reqwest::RequestBuilder {
+fn admin(server: &TestServer, method: Method, path: &str) -> reqwest::RequestBuilder {
     server
         .http
         .request(method, format!("{}{path}", server.admin_url()))
         .header("x-admin-password", ADMIN_PASSWORD)
+}
+
+/// An admin call with the password, sent.
+async fn call(server: &TestServer, method: Method, path: &str) -> reqwest::Response {
+    admin(server, method, path)
+        .send()
+        .await
+        .expect("admin request")
 }
 
 async fn json_of(request: reqwest::RequestBuilder) -> Value {
@@ -28,22 +36,7 @@ async fn signup(server: &TestServer) -> User {
 }
 
 async fn signup_with(server: &TestServer, token: &str) -> User {
-    let keypair = Keypair::random();
-    let response = server
-        .http
-        .post(server.url(&format!("/signup?signup_token={token}")))
-        .body(sign_token(&keypair, "/pub/:rw"))
-        .send()
-        .await
-        .expect("signup");
-    assert_eq!(response.status(), StatusCode::OK, "signup");
-    User {
-        z32: keypair.public_key().z32(),
-        cookie: common::session_cookie(response.headers()),
-        keypair,
-        base: server.server.url(),
-        http: server.http.clone(),
-    }
+    server.signup_with_token(token).await
 }
 
 #[tokio::test]
@@ -125,7 +118,7 @@ async fn users_are_listed_a_page_at_a_time_and_read_one_by_one() {
             None => "/users?limit=2".to_string(),
             Some(c) => format!("/users?limit=2&cursor={c}"),
         };
-        let page = json_of(admin(&server, Method::GET, &path).await).await;
+        let page = json_of(admin(&server, Method::GET, &path)).await;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
         seen.extend(
@@ -141,19 +134,21 @@ async fn users_are_listed_a_page_at_a_time_and_read_one_by_one() {
     let signed_up: Vec<String> = users.iter().map(|u| u.z32.clone()).collect();
     assert_eq!(seen, signed_up, "oldest first, each once");
 
-    let by_size = json_of(
-        admin(
-            &server,
-            Method::GET,
-            "/users?sort_by=used_bytes&reverse=true",
-        )
-        .await,
-    )
+    let by_size = json_of(admin(
+        &server,
+        Method::GET,
+        "/users?sort_by=used_bytes&reverse=true",
+    ))
     .await;
     assert_eq!(by_size["items"][0]["pubky"], json!(users[4].z32));
     assert_eq!(by_size["items"][0]["used_bytes"], json!(40));
 
-    let one = json_of(admin(&server, Method::GET, &format!("/users/{}", users[2].z32)).await).await;
+    let one = json_of(admin(
+        &server,
+        Method::GET,
+        &format!("/users/{}", users[2].z32),
+    ))
+    .await;
     assert_eq!(one["used_bytes"], json!(20));
     assert_eq!(one["disabled"], json!(false));
     assert!(one["created_at"].as_str().unwrap().contains('T'));
@@ -173,11 +168,7 @@ async fn users_are_listed_a_page_at_a_time_and_read_one_by_one() {
             400,
         ),
     ] {
-        let response = admin(&server, Method::GET, &path)
-            .await
-            .send()
-            .await
-            .unwrap();
+        let response = call(&server, Method::GET, &path).await;
         assert_eq!(response.status().as_u16(), status, "{path}");
         assert!(!response.text().await.unwrap().is_empty(), "{path}: a body");
     }
@@ -192,11 +183,7 @@ async fn a_disabled_user_can_read_but_not_write_or_sign_in() {
         StatusCode::CREATED
     );
     let path = format!("/users/{}/disable", user.z32);
-    let response = admin(&server, Method::POST, &path)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let response = call(&server, Method::POST, &path).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "Ok");
     let before = server.events().len();
@@ -227,15 +214,11 @@ async fn a_disabled_user_can_read_but_not_write_or_sign_in() {
         before,
         "nothing refused left an event"
     );
-    let listed = json_of(admin(&server, Method::GET, "/users?state=disabled").await).await;
+    let listed = json_of(admin(&server, Method::GET, "/users?state=disabled")).await;
     assert_eq!(listed["items"][0]["pubky"], json!(user.z32));
 
     let path = format!("/users/{}/enable", user.z32);
-    let response = admin(&server, Method::POST, &path)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let response = call(&server, Method::POST, &path).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         user.put("/pub/new", "x").await.status(),
@@ -243,11 +226,7 @@ async fn a_disabled_user_can_read_but_not_write_or_sign_in() {
     );
 
     let nobody = format!("/users/{}/disable", Keypair::random().public_key().z32());
-    let response = admin(&server, Method::POST, &nobody)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let response = call(&server, Method::POST, &nobody).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
@@ -262,12 +241,11 @@ async fn a_users_quota_is_read_and_changed_at_run_time_and_kept() {
     .await;
     let user = signup(&server).await;
     let path = format!("/users/{}/quota", user.z32);
-    let quota = json_of(admin(&server, Method::GET, &path).await).await;
+    let quota = json_of(admin(&server, Method::GET, &path)).await;
     assert_eq!(quota["overrides"], json!({}));
     assert_eq!(quota["effective"]["storage_quota_mb"], json!(3));
 
     let patch = admin(&server, Method::PATCH, &path)
-        .await
         .json(&json!({ "storage_quota_mb": 1, "allowed_write_paths": ["/pub/app/"] }))
         .send()
         .await
@@ -293,7 +271,6 @@ async fn a_users_quota_is_read_and_changed_at_run_time_and_kept() {
         json!({ "storage_quota_mb": "lots" }),
     ] {
         let refused = admin(&server, Method::PATCH, &path)
-            .await
             .json(&body)
             .send()
             .await
@@ -304,13 +281,12 @@ async fn a_users_quota_is_read_and_changed_at_run_time_and_kept() {
 
     // Kept across a restart, then lifted.
     let server = server.restart().await;
-    let quota = json_of(admin(&server, Method::GET, &path).await).await;
+    let quota = json_of(admin(&server, Method::GET, &path)).await;
     assert_eq!(
         quota["overrides"],
         json!({ "storage_quota_mb": 1, "allowed_write_paths": ["/pub/app/"] })
     );
     let patch = admin(&server, Method::PATCH, &path)
-        .await
         .json(&json!({ "storage_quota_mb": "unlimited", "allowed_write_paths": null }))
         .send()
         .await
@@ -328,7 +304,7 @@ async fn a_users_quota_is_read_and_changed_at_run_time_and_kept() {
         user.put("/pub/other", "x").await.status(),
         StatusCode::CREATED
     );
-    let quota = json_of(admin(&server, Method::GET, &path).await).await;
+    let quota = json_of(admin(&server, Method::GET, &path)).await;
     assert_eq!(quota["effective"]["storage_quota_mb"], json!("unlimited"));
 }
 
@@ -337,7 +313,6 @@ async fn signup_tokens_are_listed_and_carry_their_limits() {
     let server = TestServer::start_token_mode().await;
     let plain = server.mint_signup_token().await;
     let limited = admin(&server, Method::POST, "/generate_signup_token")
-        .await
         .json(&json!({ "storage_quota_mb": 2, "rate_write": "1mb/s" }))
         .send()
         .await
@@ -345,7 +320,6 @@ async fn signup_tokens_are_listed_and_carry_their_limits() {
     assert_eq!(limited.status(), StatusCode::OK);
     let limited = limited.text().await.unwrap();
     let bad = admin(&server, Method::POST, "/generate_signup_token")
-        .await
         .json(&json!({ "rate_write_burst": 2 }))
         .send()
         .await
@@ -353,7 +327,7 @@ async fn signup_tokens_are_listed_and_carry_their_limits() {
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     let user = signup_with(&server, &limited).await;
-    let listed = json_of(admin(&server, Method::GET, "/signup_tokens").await).await;
+    let listed = json_of(admin(&server, Method::GET, "/signup_tokens")).await;
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{listed}");
     let mut tokens: Vec<&str> = items.iter().map(|i| i["token"].as_str().unwrap()).collect();
@@ -364,7 +338,7 @@ async fn signup_tokens_are_listed_and_carry_their_limits() {
     };
     assert_eq!(tokens, sorted, "in token order");
     tokens.sort();
-    let used = json_of(admin(&server, Method::GET, "/signup_tokens?state=used").await).await;
+    let used = json_of(admin(&server, Method::GET, "/signup_tokens?state=used")).await;
     assert_eq!(used["items"][0]["token"], json!(limited));
     assert_eq!(used["items"][0]["used_by"], json!(user.z32));
     assert!(used["items"][0]["used_at"].is_string());
@@ -372,20 +346,28 @@ async fn signup_tokens_are_listed_and_carry_their_limits() {
         used["items"][0]["quota"],
         json!({ "storage_quota_mb": 2, "rate_write": "1mb/s" })
     );
-    let unused =
-        json_of(admin(&server, Method::GET, "/signup_tokens?state=unused&limit=1").await).await;
+    let unused = json_of(admin(
+        &server,
+        Method::GET,
+        "/signup_tokens?state=unused&limit=1",
+    ))
+    .await;
     assert_eq!(unused["items"][0]["token"], json!(plain));
     assert_eq!(unused["items"][0]["quota"], json!({}));
 
-    let quota =
-        json_of(admin(&server, Method::GET, &format!("/users/{}/quota", user.z32)).await).await;
+    let quota = json_of(admin(
+        &server,
+        Method::GET,
+        &format!("/users/{}/quota", user.z32),
+    ))
+    .await;
     assert_eq!(
         quota["overrides"]["storage_quota_mb"],
         json!(2),
         "the token's limits"
     );
 
-    let info = json_of(admin(&server, Method::GET, "/info").await).await;
+    let info = json_of(admin(&server, Method::GET, "/info")).await;
     assert_eq!(info["num_users"], json!(1));
     assert_eq!(info["num_signup_codes"], json!(2));
     assert_eq!(info["num_unused_signup_codes"], json!(1));
@@ -401,11 +383,7 @@ async fn the_admin_deletes_one_entry_and_it_is_a_del_event() {
         StatusCode::CREATED
     );
     let path = format!("/webdav/{}/pub/doomed/x.json", user.z32);
-    let response = admin(&server, Method::DELETE, &path)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let response = call(&server, Method::DELETE, &path).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         user.get("/pub/doomed/x.json").await.status(),
@@ -414,19 +392,11 @@ async fn the_admin_deletes_one_entry_and_it_is_a_del_event() {
     let last = server.events().pop().expect("an event");
     assert_eq!(last.kind, hearth::log::EventKind::Del);
     assert_eq!(last.path(), "/pub/doomed/x.json");
-    let again = admin(&server, Method::DELETE, &path)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let again = call(&server, Method::DELETE, &path).await;
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
     let outside = format!("/webdav/{}/priv/x", user.z32);
-    let response = admin(&server, Method::DELETE, &outside)
-        .await
-        .send()
-        .await
-        .unwrap();
+    let response = call(&server, Method::DELETE, &outside).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let used = json_of(admin(&server, Method::GET, &format!("/users/{}", user.z32)).await).await;
+    let used = json_of(admin(&server, Method::GET, &format!("/users/{}", user.z32))).await;
     assert_eq!(used["used_bytes"], json!(0));
 }

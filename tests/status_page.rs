@@ -245,24 +245,7 @@ async fn the_status_page_shows_the_server_and_a_live_put_without_console_errors(
     .expect("browser task");
 
     // A user signs up and writes while the page is open.
-    let user = {
-        let keypair = pubky_common::crypto::Keypair::random();
-        let response = server
-            .http
-            .post(server.url(&format!("/signup?signup_token={token}")))
-            .body(common::sign_token(&keypair, "/pub/:rw"))
-            .send()
-            .await
-            .expect("signup");
-        assert_eq!(response.status(), 200);
-        common::User {
-            z32: keypair.public_key().z32(),
-            cookie: common::session_cookie(response.headers()),
-            keypair,
-            base: server.server.url(),
-            http: server.http.clone(),
-        }
-    };
+    let user = server.signup_with_token(&token).await;
     let path = "/pub/status-page/hello-from-the-test.json";
     assert_eq!(user.put(path, "{\"hi\":1}").await.status(), 201);
 

@@ -257,7 +257,7 @@ pub(super) fn naive_datetime(ms: u64) -> String {
         rest % 3600 / 60,
         rest % 60
     );
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         text.push_str(&format!(".{:03}", ms % 1000));
     }
     text
