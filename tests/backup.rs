@@ -233,3 +233,63 @@ async fn a_backup_under_write_load_restores_verifies_and_resumes() {
     restored.shutdown();
     restored.stopped().await.unwrap();
 }
+
+/// `verify` finds what is wrong: a file removed behind the log's back, and a user's bytes that
+/// no longer add up, each named, with a failing exit.
+#[tokio::test]
+async fn verify_names_a_store_that_disagrees_with_its_log() {
+    let server = common::TestServer::start().await;
+    let user = server.signup().await;
+    assert_eq!(
+        user.put("/pub/a.json", "aaaa").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        user.put("/pub/b.json", "bb").await.status(),
+        StatusCode::CREATED
+    );
+    let dir = server.dir.path().to_path_buf();
+    let common::TestServer {
+        server, dir: keep, ..
+    } = server;
+    server.shutdown();
+    server.stopped().await.unwrap();
+
+    let (ok, text) = hearth(&["verify".as_ref(), "--data-dir".as_ref(), dir.as_os_str()]);
+    assert!(ok, "a clean store verifies: {text}");
+
+    // Damage it: drop a.json's record, as no op ever would.
+    {
+        let options = hearth::store::StoreOptions {
+            map_size: 64 << 20,
+            sync: true,
+        };
+        let store = hearth::store::Store::open(&dir, &options, hearth::migrations::ALL).unwrap();
+        let mut txn = store.env().write_txn().unwrap();
+        let files = store
+            .env()
+            .open_database::<heed::types::Bytes, heed::types::Bytes>(&txn, Some("files"))
+            .unwrap()
+            .unwrap();
+        let key = format!("{}/pub/a.json", user.z32);
+        assert!(files.delete(&mut txn, key.as_bytes()).unwrap());
+        txn.commit().unwrap();
+        store.close();
+    }
+    let (ok, text) = hearth(&["verify".as_ref(), "--data-dir".as_ref(), dir.as_os_str()]);
+    assert!(!ok, "a damaged store fails: {text}");
+    assert!(
+        text.contains("/pub/a.json: its newest event")
+            && text.contains("is a PUT, but there is no file"),
+        "{text}"
+    );
+    assert!(
+        text.contains("used_bytes is 6, but their files hold 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("belong to no file"),
+        "the orphaned content: {text}"
+    );
+    drop(keep);
+}
