@@ -25,7 +25,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -258,7 +258,7 @@ impl Limits {
                 continue;
             }
             if let Err(not_until) = limit.limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(limit.limiter.clock().now());
                 crate::telemetry::rate_limited(&limit.rule.path, limit.method.as_str());
                 return Err(Error::TooManyRequests {
                     retry_after_secs: wait.as_secs().max(1),
