@@ -51,6 +51,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only add noise"
+)]
 pub enum Command {
     /// Run the server (LMDB in ./hearth-data, on 127.0.0.1:6287, unless told otherwise).
     Serve(ServeArgs),
@@ -89,6 +93,29 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a local Mainline DHT for development (127.0.0.1 only) until Ctrl-C; point servers
+    /// and clients at it with --pkarr-bootstrap 127.0.0.1:PORT.
+    Testnet {
+        /// The bootstrap node's UDP port (the SDK's testnet mode expects 6881).
+        #[arg(long, default_value_t = crate::pkarr::testnet::DEFAULT_PORT)]
+        port: u16,
+        /// How many DHT nodes to run.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+    },
+    /// Look up a homeserver's pkarr record on the DHT and relays, print it like dig, and say
+    /// how a client would reach it.
+    Resolve {
+        /// The homeserver's public key (z32).
+        key: String,
+        /// DHT bootstrap nodes, HOST:PORT[,...] [default: the public Mainline DHT]
+        #[arg(long, value_delimiter = ',')]
+        pkarr_bootstrap: Option<Vec<String>>,
+        /// pkarr relay URLs, URL[,...] [default: pkarr's public relays, none with
+        /// --pkarr-bootstrap]
+        #[arg(long, value_delimiter = ',')]
+        pkarr_relay: Option<Vec<String>>,
+    },
 }
 
 /// Run a parsed command line.
@@ -103,7 +130,53 @@ pub async fn run(cli: Cli) -> Result<()> {
             caps,
             out,
         } => token(&secret_file, &caps, out.as_deref()),
+        Command::Testnet { port, nodes } => {
+            let testnet = crate::pkarr::testnet::Testnet::start(port, nodes).await?;
+            println!(
+                "local DHT: {} nodes, bootstrap 127.0.0.1:{}",
+                testnet.len(),
+                testnet.bootstrap().port()
+            );
+            println!("serve with: --pkarr-bootstrap {}", testnet.bootstrap());
+            wait_for_signal().await?;
+            drop(testnet);
+            Ok(())
+        }
+        Command::Resolve {
+            key,
+            pkarr_bootstrap,
+            pkarr_relay,
+        } => {
+            let network = crate::pkarr::Network {
+                bootstrap: pkarr_bootstrap,
+                relays: pkarr_relay,
+            };
+            resolve(&key, &network).await
+        }
     }
+}
+
+async fn resolve(key: &str, network: &crate::pkarr::Network) -> Result<()> {
+    use crate::pkarr::{record, resolve};
+    let key = crate::pkarr::PublicKey::try_from(key)
+        .map_err(|err| CliError::Usage(format!("{key:?} is not a public key: {err}")))?;
+    let client = network
+        .client()
+        .map_err(|err| CliError::Usage(err.to_string()))?;
+    let packet = resolve::lookup(&client, &key, crate::pkarr::ResolvePolicy::NetworkOnly)
+        .await
+        .map_err(|err| CliError::Usage(err.to_string()))?;
+    for line in record::dig(&packet) {
+        println!("{line}");
+    }
+    let address = resolve::read_record(&packet).map_err(|err| CliError::Usage(err.to_string()))?;
+    for addr in address.tls_addrs() {
+        println!("; PubkyTLS: {addr}");
+    }
+    if let Some(url) = address.icann_url() {
+        println!("; ICANN (browsers): {url}");
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<()> {
@@ -114,6 +187,9 @@ async fn serve(config: Config) -> Result<()> {
     println!("data directory: {}", data_dir.display());
     if let Some(admin) = server.admin_addr() {
         println!("admin listening on http://{admin}");
+    }
+    if let Some(tls) = server.tls_addr() {
+        println!("PubkyTLS listening on {tls}; publishing the pkarr record in the background");
     }
     if let Some(metrics) = server.metrics_addr() {
         println!("metrics listening on http://{metrics}/metrics");

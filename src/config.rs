@@ -4,7 +4,7 @@
 //! The defaults make `hearth serve` work with no setup at all: LMDB in `./hearth-data`,
 //! listening on 127.0.0.1:6287, open signup, durable commits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,6 +66,33 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitRule>,
     /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client (TOML only).
     pub trusted_proxies: Vec<String>,
+    /// The TLS listener (the server key as an RFC 7250 raw public key); off unless set.
+    pub tls_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a whole request head.
+    pub head_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait between requests.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is refused (408).
+    pub body_stall_secs: u64,
+    /// Seconds a stop waits for open connections before closing them.
+    pub shutdown_grace_secs: u64,
+    /// Open connections at most; none derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// The IP address the pkarr record advertises.
+    pub public_ip: IpAddr,
+    /// The TLS port the record advertises; none: the port the TLS listener bound.
+    pub public_tls_port: Option<u16>,
+    /// The HTTP port the record advertises (for `icann_domain = "localhost"`); none: the port
+    /// `listen` bound.
+    pub public_http_port: Option<u16>,
+    /// An ICANN domain serving the same routes over plain HTTP(S), for browsers.
+    pub icann_domain: Option<String>,
+    /// DHT bootstrap nodes (`HOST:PORT`); none: the public Mainline DHT.
+    pub pkarr_bootstrap: Option<Vec<String>>,
+    /// pkarr relay URLs; none: pkarr's default relays, or no relay with `pkarr_bootstrap`.
+    pub pkarr_relay: Option<Vec<String>>,
+    /// Seconds between passes republishing the users' pkarr records; 0 turns it off.
+    pub user_republish_secs: u64,
 }
 
 impl Default for Config {
@@ -87,6 +114,19 @@ impl Default for Config {
             retain_days: None,
             rate_limits: Vec::new(),
             trusted_proxies: Vec::new(),
+            tls_listen: None,
+            head_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_stall_secs: 30,
+            shutdown_grace_secs: 5,
+            max_connections: None,
+            public_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            public_tls_port: None,
+            public_http_port: None,
+            icann_domain: None,
+            pkarr_bootstrap: None,
+            pkarr_relay: None,
+            user_republish_secs: crate::pkarr::republisher::DEFAULT_INTERVAL.as_secs(),
         }
     }
 }
@@ -134,6 +174,48 @@ pub struct ServeArgs {
     /// unless set)
     #[arg(long, env = "HEARTH_RETAIN_DAYS")]
     pub retain_days: Option<f64>,
+    /// Address of the TLS listener, the server key as a raw public key (off unless set)
+    #[arg(long, env = "HEARTH_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a whole request head [default: 10]
+    #[arg(long, env = "HEARTH_HEAD_TIMEOUT_SECS")]
+    pub head_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait between requests [default: 60]
+    #[arg(long, env = "HEARTH_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request body may send nothing before it is refused with 408 [default: 30]
+    #[arg(long, env = "HEARTH_BODY_STALL_SECS")]
+    pub body_stall_secs: Option<u64>,
+    /// Seconds a stop waits for open connections before closing them [default: 5]
+    #[arg(long, env = "HEARTH_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Open connections at most; beyond, new ones are answered 503 [default: the open-file
+    /// limit less a reserve]
+    #[arg(long, env = "HEARTH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// IP address published in the server's pkarr record [default: 127.0.0.1]
+    #[arg(long, env = "HEARTH_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// TLS port published in the record [default: the port --tls-listen bound]
+    #[arg(long, env = "HEARTH_PUBLIC_TLS_PORT")]
+    pub public_tls_port: Option<u16>,
+    /// HTTP port published in the record for --icann-domain localhost [default: the port
+    /// --listen bound]
+    #[arg(long, env = "HEARTH_PUBLIC_HTTP_PORT")]
+    pub public_http_port: Option<u16>,
+    /// ICANN domain serving the same routes for browsers, published in the record
+    #[arg(long, env = "HEARTH_ICANN_DOMAIN")]
+    pub icann_domain: Option<String>,
+    /// DHT bootstrap nodes, HOST:PORT[,...]: a private DHT, and no relay unless named
+    /// [default: the public Mainline DHT]
+    #[arg(long, env = "HEARTH_PKARR_BOOTSTRAP", value_delimiter = ',')]
+    pub pkarr_bootstrap: Option<Vec<String>>,
+    /// pkarr relay URLs, URL[,...] [default: pkarr's public relays, none with --pkarr-bootstrap]
+    #[arg(long, env = "HEARTH_PKARR_RELAY", value_delimiter = ',')]
+    pub pkarr_relay: Option<Vec<String>>,
+    /// Seconds between republishing the users' pkarr records; 0 = off [default: 14400]
+    #[arg(long, env = "HEARTH_USER_REPUBLISH_SECS")]
+    pub user_republish_secs: Option<u64>,
 }
 
 impl ConfigError {
@@ -163,6 +245,19 @@ impl Config {
             metrics_listen,
             retain_events,
             retain_days,
+            tls_listen,
+            head_timeout_secs,
+            idle_timeout_secs,
+            body_stall_secs,
+            shutdown_grace_secs,
+            max_connections,
+            public_ip,
+            public_tls_port,
+            public_http_port,
+            icann_domain,
+            pkarr_bootstrap,
+            pkarr_relay,
+            user_republish_secs,
         } = args.clone();
         if let Some(v) = data_dir {
             config.data_dir = v;
@@ -199,6 +294,45 @@ impl Config {
         }
         if retain_days.is_some() {
             config.retain_days = retain_days;
+        }
+        if tls_listen.is_some() {
+            config.tls_listen = tls_listen;
+        }
+        if let Some(v) = head_timeout_secs {
+            config.head_timeout_secs = v;
+        }
+        if let Some(v) = idle_timeout_secs {
+            config.idle_timeout_secs = v;
+        }
+        if let Some(v) = body_stall_secs {
+            config.body_stall_secs = v;
+        }
+        if let Some(v) = shutdown_grace_secs {
+            config.shutdown_grace_secs = v;
+        }
+        if max_connections.is_some() {
+            config.max_connections = max_connections;
+        }
+        if let Some(v) = public_ip {
+            config.public_ip = v;
+        }
+        if public_tls_port.is_some() {
+            config.public_tls_port = public_tls_port;
+        }
+        if public_http_port.is_some() {
+            config.public_http_port = public_http_port;
+        }
+        if icann_domain.is_some() {
+            config.icann_domain = icann_domain;
+        }
+        if pkarr_bootstrap.is_some() {
+            config.pkarr_bootstrap = pkarr_bootstrap;
+        }
+        if pkarr_relay.is_some() {
+            config.pkarr_relay = pkarr_relay;
+        }
+        if let Some(v) = user_republish_secs {
+            config.user_republish_secs = v;
         }
         config.validate()?;
         Ok(config)
@@ -245,6 +379,27 @@ impl Config {
             })?;
         }
         crate::http::rate_limit::parse_proxies(&self.trusted_proxies).map_err(ConfigError::new)?;
+        for (name, secs) in [
+            ("head_timeout_secs", self.head_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_stall_secs", self.body_stall_secs),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError::new(format!("{name} must be at least 1")));
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::new("max_connections must be at least 1"));
+        }
+        if let Some(domain) = &self.icann_domain {
+            crate::pkarr::record::check_domain(domain)
+                .map_err(|err| ConfigError::new(err.to_string()))?;
+        }
+        if self.public_tls_port == Some(0) || self.public_http_port == Some(0) {
+            return Err(ConfigError::new(
+                "public_tls_port and public_http_port must not be 0",
+            ));
+        }
         Ok(())
     }
 
@@ -256,8 +411,26 @@ impl Config {
         }
     }
 
+    /// The DHT and relays the server's pkarr client uses.
+    pub fn pkarr_network(&self) -> crate::pkarr::Network {
+        crate::pkarr::Network {
+            bootstrap: self.pkarr_bootstrap.clone(),
+            relays: self.pkarr_relay.clone(),
+        }
+    }
+
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(self.keepalive_secs)
+    }
+
+    /// The connection deadlines and stop grace, as the connection layer takes them.
+    pub fn connection_limits(&self) -> crate::http::serve::Limits {
+        crate::http::serve::Limits {
+            head: Duration::from_secs(self.head_timeout_secs),
+            idle: Duration::from_secs(self.idle_timeout_secs),
+            body_stall: Duration::from_secs(self.body_stall_secs),
+            grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
     }
 
     /// A configuration for tests and tools: a given data dir, an ephemeral port.
@@ -313,6 +486,103 @@ mod tests {
         let mut bad = config;
         bad.retain_events = Some(0);
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn connection_settings_from_the_file_and_flags() {
+        let config: Config = toml::from_str(
+            "tls_listen = \"127.0.0.1:7443\"\nhead_timeout_secs = 3\nidle_timeout_secs = 4\n\
+             body_stall_secs = 5\nshutdown_grace_secs = 0\nmax_connections = 100\n",
+        )
+        .unwrap();
+        assert_eq!(config.tls_listen, Some("127.0.0.1:7443".parse().unwrap()));
+        let limits = config.connection_limits();
+        assert_eq!(
+            (limits.head, limits.idle, limits.body_stall, limits.grace),
+            (
+                Duration::from_secs(3),
+                Duration::from_secs(4),
+                Duration::from_secs(5),
+                Duration::ZERO
+            )
+        );
+        assert_eq!(config.max_connections, Some(100));
+        assert!(Config {
+            head_timeout_secs: 0,
+            ..Config::default()
+        }
+        .validate()
+        .is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hearth.toml");
+        std::fs::write(&file, "shutdown_grace_secs = 9\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            shutdown_grace_secs: Some(1),
+            ..ServeArgs::default()
+        };
+        assert_eq!(Config::load(&args).unwrap().shutdown_grace_secs, 1);
+    }
+
+    #[test]
+    fn pkarr_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hearth.toml");
+        std::fs::write(
+            &file,
+            "public_ip = \"203.0.113.5\"\nicann_domain = \"localhost\"\n\
+             pkarr_bootstrap = [\"127.0.0.1:6881\"]\nuser_republish_secs = 0\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            public_tls_port: Some(443),
+            pkarr_relay: Some(vec!["http://127.0.0.1:15411".into()]),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.public_ip, IpAddr::from([203, 0, 113, 5]));
+        assert_eq!(config.public_tls_port, Some(443));
+        assert_eq!(config.public_http_port, None);
+        assert_eq!(config.icann_domain.as_deref(), Some("localhost"));
+        assert_eq!(config.user_republish_secs, 0);
+        let network = config.pkarr_network();
+        assert_eq!(network.bootstrap, Some(vec!["127.0.0.1:6881".to_owned()]));
+        assert_eq!(
+            network.relays,
+            Some(vec!["http://127.0.0.1:15411".to_owned()])
+        );
+
+        let defaults = Config::default();
+        assert_eq!(defaults.public_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(defaults.user_republish_secs, 4 * 3600);
+        assert_eq!(defaults.pkarr_network(), crate::pkarr::Network::default());
+    }
+
+    #[test]
+    fn list_flags_split_on_commas() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "hearth",
+            "serve",
+            "--pkarr-bootstrap",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--icann-domain",
+            "localhost",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(
+            args.pkarr_bootstrap,
+            Some(vec!["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()])
+        );
+        let bad = ServeArgs {
+            icann_domain: Some("not a domain".into()),
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&bad).is_err());
     }
 
     #[test]

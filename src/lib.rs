@@ -2,9 +2,11 @@
 //!
 //! Layers, each importing only those below it:
 //!
-//! - `cli`, `config`, `server`: the binary's surface; how a server is configured, started and
-//!   stopped;
+//! - `cli`, `config`, `server`, `datadir`: the binary's surface; how a server is configured,
+//!   started and stopped, and the lock that keeps one server per data directory;
 //! - `http`: the routes, and the only place that knows status codes (`http::error`);
+//! - `pkarr`: being found: the server's pkarr record, users' records republished, resolving
+//!   a homeserver's key;
 //! - `files`: the homeserver's state (users, sessions, grants, files, quota) and the ops that
 //!   change it;
 //! - `log`: the event log, the one group-committing writer that runs ops from any producer
@@ -24,6 +26,7 @@ pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod datadir;
 pub mod files;
 pub mod http;
 pub mod identity;
@@ -34,6 +37,7 @@ pub mod logging;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod path;
+pub mod pkarr;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -1,24 +1,30 @@
 //! Starting and stopping a server.
 //!
-//! `Server::start` opens the store, starts the writer, binds the listeners and serves until
-//! `shutdown` is called; `stopped` then waits for in-flight requests to finish, the writer to
-//! drain, and LMDB to close. The binary and the tests use exactly this path.
+//! `Server::start` locks the data directory, opens the store, starts the writer, binds the
+//! listeners and serves until `shutdown` is called; `stopped` then waits for in-flight requests
+//! to finish (at most the shutdown grace), the writer to drain, and LMDB to close. The binary and the tests use exactly this path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
+use crate::datadir::{DataDirError, DataDirLock};
 use crate::files::Files;
+use crate::http::serve::{self, Listener};
 use crate::http::{self, AppState};
 use crate::identity::{self, IdentityError};
 use crate::log::hub::{Hub, DEFAULT_MAILBOX};
 use crate::log::EventLog;
 use crate::log::{CommitListener, Writer};
 use crate::migrations;
+use crate::pkarr::publisher::PublishCount;
+use crate::pkarr::record::ServerRecord;
+use crate::pkarr::republisher::Summary;
+use crate::pkarr::{Beacon, BeaconSettings, PublicKey};
 use crate::store::{meta_keys, Store, StoreError, StoreOptions};
 
 /// Why a server could not start, or did not stop cleanly.
@@ -27,11 +33,16 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("i/o failure: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting that passed the config's own checks but cannot work (the pkarr network).
+    #[error("{0}")]
+    Setting(String),
     /// The data directory belongs to another key.
     #[error("{0}")]
     KeyMismatch(String),
@@ -47,7 +58,11 @@ pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     public_key: String,
+    /// How publishing the pkarr record goes, and the passes over users' records.
+    published: Option<watch::Receiver<PublishCount>>,
+    user_passes: Option<watch::Receiver<Option<Summary>>>,
     files: Files,
     log: EventLog,
     shutdown: watch::Sender<bool>,
@@ -58,6 +73,12 @@ impl Server {
     /// Open the store in `config.data_dir`, bind, and start serving.
     pub async fn start(mut config: Config) -> Result<Server> {
         config.validate()?;
+        if config.tls_listen.is_some() {
+            // Bootstrap nodes and relay URLs are checked before anything starts.
+            config.pkarr_network().builder().map_err(bad_setting)?;
+        }
+        // Before anything in the directory is touched: one server per data directory.
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let keypair = identity::load_or_create(&config.data_dir)?;
         let public_key = keypair.public_key().z32();
         let options = StoreOptions {
@@ -78,22 +99,20 @@ impl Server {
         let on_commit: CommitListener = Arc::new(move |events| publisher.publish(events));
         let (writer, writer_thread) = Writer::start(&store, log.clone(), on_commit)?;
 
-        let listener = TcpListener::bind(config.listen).await.map_err(|err| {
-            ServerError::Io(std::io::Error::new(
-                err.kind(),
-                format!("cannot listen on {}: {err}", config.listen),
-            ))
-        })?;
+        let listener = bind(config.listen).await?;
         let addr = listener.local_addr()?;
         // What was bound (port 0 becomes a real one): the admin status page links to it.
         config.listen = addr;
+        let tls_listener = match config.tls_listen {
+            Some(tls) => Some(bind(tls).await?),
+            None => None,
+        };
+        let tls_addr = tls_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let admin_listener = match config.admin_listen {
-            Some(admin) => Some(TcpListener::bind(admin).await.map_err(|err| {
-                ServerError::Io(std::io::Error::new(
-                    err.kind(),
-                    format!("cannot listen on {admin}: {err}"),
-                ))
-            })?),
+            Some(admin) => Some(bind(admin).await?),
             None => None,
         };
         let admin_addr = admin_listener
@@ -101,12 +120,7 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
         let metrics_listener = match config.metrics_listen {
-            Some(metrics) => Some(TcpListener::bind(metrics).await.map_err(|err| {
-                ServerError::Io(std::io::Error::new(
-                    err.kind(),
-                    format!("cannot listen on {metrics}: {err}"),
-                ))
-            })?),
+            Some(metrics) => Some(bind(metrics).await?),
             None => None,
         };
         let metrics_addr = metrics_listener
@@ -114,8 +128,28 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
         let retention = config.retention();
+        let open_files = serve::raise_open_file_limit();
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(|| serve::default_max_connections(open_files));
+        tracing::info!(open_files, max_connections, "connection limit");
+        let limits = config.connection_limits();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // Findable only with a TLS listener: the record points clients at it.
+        let beacon = match tls_addr {
+            Some(tls_addr) => Some(start_beacon(
+                &config,
+                &keypair,
+                addr,
+                tls_addr,
+                files.clone(),
+                shutdown_rx.clone(),
+            )?),
+            None => None,
+        };
+        let published = beacon.as_ref().map(Beacon::published);
+        let user_passes = beacon.as_ref().map(Beacon::user_passes);
         let state = AppState {
             files: files.clone(),
             log: log.clone(),
@@ -132,27 +166,50 @@ impl Server {
             signalled(stop_streams).await;
             hub.shutdown();
         });
-        // `into_make_service`: each connection gets a cheap clone of the router. Serving the
-        // `Router` itself re-runs `with_state(())` per connection, which deep-clones every
-        // route (~19 KiB a connection, measured with heaptrack): too much for idle streams.
-        // With the peer's address: rate limits keyed by client need it.
-        let public = axum::serve(
-            listener,
-            http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signalled(shutdown_rx.clone()));
-        let admin = admin_listener.map(|listener| {
-            axum::serve(listener, http::admin::router(state.clone()))
-                .with_graceful_shutdown(signalled(shutdown_rx.clone()))
-        });
-        let metrics = match (metrics_listener, crate::telemetry::install()) {
-            (Some(listener), Some(handle)) => Some(
-                axum::serve(listener, http::metrics::router(state.clone(), handle))
-                    .with_graceful_shutdown(signalled(shutdown_rx.clone())),
-            ),
-            _ => None,
-        };
-        // The retention task holds a writer until shutdown, like a handler would.
+        // The public listeners (plain and TLS) share one connection limit; the admin listener
+        // has its own few slots, so that a flood on the public port never locks the admin out.
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let router = http::router(state.clone());
+        let mut listeners = vec![Listener {
+            tcp: listener,
+            tls: None,
+            app: router.clone(),
+            streams: true,
+            slots: Arc::clone(&slots),
+            name: "http",
+        }];
+        if let Some(tcp) = tls_listener {
+            listeners.push(Listener {
+                tcp,
+                tls: Some(serve::tls_acceptor(keypair.as_inner())),
+                app: router,
+                streams: true,
+                slots,
+                name: "tls",
+            });
+        }
+        if let Some(tcp) = admin_listener {
+            listeners.push(Listener {
+                tcp,
+                tls: None,
+                app: http::admin::router(state.clone()),
+                streams: false,
+                slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+                name: "admin",
+            });
+        }
+        // The metrics listener: its own few slots too, like the admin's.
+        if let (Some(tcp), Some(handle)) = (metrics_listener, crate::telemetry::install()) {
+            listeners.push(Listener {
+                tcp,
+                tls: None,
+                app: http::metrics::router(state.clone(), handle),
+                streams: false,
+                slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+                name: "metrics",
+            });
+        }
+        // Retention holds a writer until shutdown, like a handler would.
         crate::log::retention::spawn(
             state.writer.clone(),
             log.clone(),
@@ -163,32 +220,39 @@ impl Server {
         drop(state);
 
         let task = tokio::spawn(async move {
-            let admin_task =
-                admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
-            let metrics_task =
-                metrics.map(|metrics| tokio::spawn(std::future::IntoFuture::into_future(metrics)));
-            let served = public.await;
-            if let Some(admin_task) = admin_task {
-                let _ = admin_task.await;
+            let serving: Vec<_> = listeners
+                .into_iter()
+                .map(|listener| {
+                    tokio::spawn(serve::serve(listener, limits.clone(), shutdown_rx.clone()))
+                })
+                .collect();
+            for listener in serving {
+                let _ = listener.await;
             }
-            if let Some(metrics_task) = metrics_task {
-                let _ = metrics_task.await;
+            // The republisher reads the store: it must be done before the store closes.
+            if let Some(beacon) = beacon {
+                beacon.stopped().await;
             }
-            // Every `Writer` is gone with the router: the writer drains its queue and exits.
+            // Every `Writer` is gone with the routers: the writer drains its queue (every
+            // acknowledged write is committed already) and exits; then the store closes.
             tokio::task::spawn_blocking(move || {
                 writer_thread.join();
                 store.close();
             })
             .await
             .map_err(|err| ServerError::Task(format!("closing the store failed: {err}")))?;
-            served.map_err(ServerError::Io)
+            drop(lock);
+            Ok(())
         });
 
         Ok(Server {
             addr,
             admin_addr,
             metrics_addr,
+            tls_addr,
             public_key,
+            published,
+            user_passes,
             files,
             log,
             shutdown,
@@ -204,8 +268,24 @@ impl Server {
         self.admin_addr
     }
 
+    /// The metrics listener's address, when `metrics_listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The TLS listener's address, when `tls_listen` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Publishes of the server's pkarr record so far (with a TLS listener only).
+    pub fn record_published(&self) -> Option<watch::Receiver<PublishCount>> {
+        self.published.clone()
+    }
+
+    /// The last pass republishing users' records (with a TLS listener only).
+    pub fn user_passes(&self) -> Option<watch::Receiver<Option<Summary>>> {
+        self.user_passes.clone()
     }
 
     /// The server's public key, z-base32.
@@ -242,6 +322,60 @@ impl Server {
         task.await
             .map_err(|err| ServerError::Task(format!("the server task failed: {err}")))?
     }
+}
+
+/// Connection slots of the admin listener, apart from the public limit.
+const ADMIN_CONNECTIONS: usize = 64;
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        ServerError::Io(std::io::Error::new(
+            err.kind(),
+            format!("cannot listen on {addr}: {err}"),
+        ))
+    })
+}
+
+/// Publish the server's record (pointing at the bound or configured public ports) and keep
+/// its users' records alive.
+fn start_beacon(
+    config: &Config,
+    keypair: &pubky_common::crypto::Keypair,
+    http_addr: SocketAddr,
+    tls_addr: SocketAddr,
+    files: Files,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Beacon> {
+    let settings = BeaconSettings {
+        network: config.pkarr_network(),
+        record: ServerRecord {
+            public_ip: config.public_ip,
+            tls_port: config.public_tls_port.unwrap_or(tls_addr.port()),
+            http_port: config.public_http_port.unwrap_or(http_addr.port()),
+            icann_domain: config.icann_domain.clone(),
+        },
+        user_republish: std::time::Duration::from_secs(config.user_republish_secs),
+    };
+    // Keys in the users table were checked at signup; one that no longer parses is skipped.
+    let users = move || {
+        files.user_keys().map(|keys| {
+            keys.iter()
+                .filter_map(|key| PublicKey::try_from(key.as_str()).ok())
+                .collect::<Vec<_>>()
+        })
+    };
+    let beacon =
+        Beacon::start(keypair.as_inner(), &settings, users, shutdown).map_err(bad_setting)?;
+    tracing::info!(
+        record = ?settings.record,
+        network = ?settings.network,
+        "publishing the server's pkarr record in the background"
+    );
+    Ok(beacon)
+}
+
+fn bad_setting(err: impl std::fmt::Display) -> ServerError {
+    ServerError::Setting(err.to_string())
 }
 
 async fn signalled(mut shutdown: watch::Receiver<bool>) {

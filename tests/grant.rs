@@ -162,7 +162,10 @@ async fn sdk_flow_signup_session_put_get_delete_refresh_signout() {
     assert_eq!(info.headers()["content-type"], "application/json");
     assert_eq!(info.headers()["cache-control"], "no-store");
     let features: serde_json::Value = read_json(info).await;
-    assert_eq!(features, serde_json::json!({ "features": [] }));
+    assert_eq!(
+        features,
+        serde_json::json!({ "features": ["grant-proof-logout"] })
+    );
 
     let app = App::new(&hs).await;
     assert_eq!(app.server.z32(), hs.server.public_key());

@@ -99,6 +99,17 @@ impl Files {
         self.tables.users.get(&txn, user)?.map(decode).transpose()
     }
 
+    /// Every user's key (z32), in key order.
+    pub fn user_keys(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let mut keys = Vec::new();
+        for entry in self.tables.users.iter(&txn)? {
+            let (key, _) = entry?;
+            keys.push(key.to_owned());
+        }
+        Ok(keys)
+    }
+
     pub fn session(&self, secret: &str) -> Result<Option<CookieSessionRecord>, StoreError> {
         let txn = self.env.read_txn()?;
         match self.tables.sessions.get(&txn, secret)? {

@@ -12,6 +12,8 @@
 //!   `status`: its status page and `/info`);
 //! - `metrics`: the metrics listener, and the middleware that counts requests by route;
 //! - `rate_limit`: the configured `[[rate_limits]]`, answered with 429;
+//! - `serve`: the connection layer under all of them (accept loops, TLS, deadlines, the
+//!   connection limit, a bounded stop, event streams written off hyper);
 //! - `tenant`: who a request is about; `session`: whether it proves a session that may write;
 //! - `error`: every failure of every layer, mapped to a status and a plain-text body.
 
@@ -26,6 +28,7 @@ mod jws;
 pub mod metrics;
 mod pubky_events;
 pub mod rate_limit;
+pub mod serve;
 mod session;
 mod sse;
 mod status;
@@ -154,8 +157,11 @@ async fn root(State(state): State<AppState>) -> impl axum::response::IntoRespons
     )
 }
 
-/// `GET /info`: the optional protocol features this server has: none. The SDK then addresses
-/// storage the legacy way (`/pub/...` with `pubky-host`), which is what Hearth serves.
+/// `GET /info`: the optional protocol features this server serves, and only those. The SDK
+/// 0.17 reads two: `grant-proof-logout` (sign out by proving the grant with a PoP, no live
+/// bearer needed; `grant::delete_session` serves it) and `path-addressed-storage` (not served:
+/// without it the SDK addresses storage the legacy way, `/pub/...` with `pubky-host`). Pubky's
+/// homeserver also lists `webdav-locks` and `websites`, which Hearth does not serve.
 async fn info() -> impl axum::response::IntoResponse {
     (
         [
@@ -165,7 +171,7 @@ async fn info() -> impl axum::response::IntoResponse {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        r#"{"features":[]}"#,
+        r#"{"features":["grant-proof-logout"]}"#,
     )
 }
 
