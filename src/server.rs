@@ -111,6 +111,9 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        if tls_addr.is_some() {
+            config.tls_listen = tls_addr;
+        }
         let admin_listener = match config.admin_listen {
             Some(admin) => Some(bind(admin).await?),
             None => None,

@@ -152,8 +152,8 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<Value>> {
         "num_signup_codes": counts.signup_tokens,
         "num_unused_signup_codes": counts.unused_signup_tokens,
         "public_key": state.server_key.as_ref(),
-        "pkarr_pubky_address": Value::Null,
-        "pkarr_icann_domain": Value::Null,
+        "pkarr_pubky_address": pubky_address(&state),
+        "pkarr_icann_domain": icann_address(&state),
         "version": env!("CARGO_PKG_VERSION"),
         "url": format!("http://{}", state.config.listen),
         "total_disk_used_bytes": counts.used_bytes,
@@ -167,4 +167,22 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<Value>> {
         "event_streams": state.hub.subscribers(),
         "relay_sources": crate::telemetry::relay_sources(),
     })))
+}
+
+/// Where the pkarr record sends PubkyTLS clients, as Pubky's `/info` prints it: the public IP
+/// and TLS port; none without a TLS listener (or on port 0).
+fn pubky_address(state: &AppState) -> Option<String> {
+    let config = &state.config;
+    let port = config
+        .public_tls_port
+        .or(config.tls_listen.map(|tls| tls.port()))?;
+    (port != 0).then(|| format!("{}:{port}", config.public_ip))
+}
+
+/// The ICANN domain and HTTP port of the record, when a domain is set.
+fn icann_address(state: &AppState) -> Option<String> {
+    let config = &state.config;
+    let domain = config.icann_domain.as_ref()?;
+    let port = config.public_http_port.unwrap_or(config.listen.port());
+    Some(format!("{domain}:{port}"))
 }
