@@ -95,6 +95,15 @@ async fn every_admin_call_needs_the_password() {
         .await
         .unwrap()
         .contains(server.server.public_key()));
+    // An unknown path is a 404 with a body, password or not (as Pubky: no auth check).
+    let unknown = server
+        .http
+        .get(format!("{}/nothing-here", server.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert!(unknown.text().await.unwrap().contains("/nothing-here"));
     // Nothing was disabled by the refused calls.
     assert_eq!(user.put("/pub/a", "x").await.status(), StatusCode::CREATED);
 }

@@ -66,6 +66,9 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(status::page))
         .route("/login", post(status::login))
         .route("/logout", post(status::logout))
+        .fallback(
+            |uri: Uri| async move { Error::NotFound(format!("no admin route at {}", uri.path())) },
+        )
         .layer(axum::middleware::from_fn(super::metrics::track_admin))
         .with_state(state)
 }
