@@ -12,6 +12,8 @@ use crate::store::migrate::Migration;
 mod m0001_initial;
 mod m0002_grants;
 mod m0003_event_log_v2;
+mod m0004_relay_reserved;
+mod m0005_user_admin;
 mod m0006_file_tree;
 
 /// Every migration this build knows, in order.
@@ -19,24 +21,10 @@ pub const ALL: &[Migration] = &[
     m0001_initial::MIGRATION,
     m0002_grants::MIGRATION,
     m0003_event_log_v2::MIGRATION,
-    PENDING_M0004,
-    PENDING_M0005,
+    m0004_relay_reserved::MIGRATION,
+    m0005_user_admin::MIGRATION,
     m0006_file_tree::MIGRATION,
 ];
-
-/// Versions 4 (relay tables) and 5 (user admin fields) belong to the relay and operate
-/// branches; until they land here, these steps hold their numbers and change nothing, so that
-/// version 6 follows 5. Merging replaces each with the real one.
-const PENDING_M0004: Migration = Migration {
-    version: 4,
-    name: "reserved for the relay tables",
-    apply: |_, _| Ok(()),
-};
-const PENDING_M0005: Migration = Migration {
-    version: 5,
-    name: "reserved for the user admin fields",
-    apply: |_, _| Ok(()),
-};
 
 /// The schema version this build writes.
 pub fn current_version() -> u32 {

@@ -24,6 +24,8 @@ pub enum CliError {
     Usage(String),
     #[error("i/o failure: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 type Result<T> = std::result::Result<T, CliError>;
@@ -37,6 +39,15 @@ type Result<T> = std::result::Result<T, CliError>;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on standard error look: `text` (colour only on a terminal) or `json`.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HEARTH_LOG_FORMAT"
+    )]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +63,22 @@ pub enum Command {
         /// Where to write the secret key (hex); refuses to overwrite.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Copy a data directory (its store, compacted, and the server key) into a new directory,
+    /// while its server runs. Restore by starting a server on the copy.
+    Backup {
+        /// The data directory to copy.
+        #[arg(long, env = "HEARTH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A new (or empty) directory, which becomes a data directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a data directory's store: schema, sequences, the by_user index, files against
+    /// their newest events. Exits non-zero when it finds a problem.
+    Verify {
+        #[arg(long, env = "HEARTH_DATA_DIR")]
+        data_dir: PathBuf,
     },
     /// Sign a Pubky AuthToken with a secret key file and write its bytes (for POST /signup or
     /// POST /session, e.g. `curl --data-binary @token.bin`).
@@ -96,6 +123,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(Config::load(&args)?).await,
         Command::Keygen { out } => keygen(&out),
+        Command::Backup { data_dir, out } => backup(&data_dir, &out),
+        Command::Verify { data_dir } => verify(&data_dir),
         Command::Token {
             secret_file,
             caps,
@@ -162,6 +191,9 @@ async fn serve(config: Config) -> Result<()> {
     if let Some(tls) = server.tls_addr() {
         println!("PubkyTLS listening on {tls}; publishing the pkarr record in the background");
     }
+    if let Some(metrics) = server.metrics_addr() {
+        println!("metrics listening on http://{metrics}/metrics");
+    }
     wait_for_signal().await?;
     println!("shutting down: finishing requests, closing the store");
     server.shutdown();
@@ -183,6 +215,42 @@ async fn wait_for_signal() -> Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+fn backup(data_dir: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let made = crate::backup::backup(data_dir, out)?;
+    println!(
+        "backup of {} written to {}: {} bytes of store{}",
+        data_dir.display(),
+        made.dir.display(),
+        made.data_bytes,
+        if made.with_key {
+            ", and the server key"
+        } else {
+            "; no server key file was found (a new key would be made on start)"
+        }
+    );
+    let report = crate::verify::verify(&made.dir)?;
+    println!("{report}");
+    if !report.is_clean() {
+        return Err(CliError::Usage("the backup does not verify".into()));
+    }
+    println!("restore: hearth serve --data-dir {}", made.dir.display());
+    Ok(())
+}
+
+fn verify(data_dir: &std::path::Path) -> Result<()> {
+    let report = crate::verify::verify(data_dir)?;
+    println!("{report}");
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{} problem(s) found in {}",
+            report.problem_count,
+            data_dir.display()
+        )))
+    }
 }
 
 fn keygen(out: &std::path::Path) -> Result<()> {

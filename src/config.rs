@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::rate_limit::RateLimitRule;
+
 /// A configuration that cannot work; the message says which setting and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -56,6 +58,17 @@ pub struct Config {
     pub keepalive_secs: u64,
     /// How many `sub` patterns one firehose connection may have.
     pub max_patterns: usize,
+    /// The metrics listener (Prometheus text at `/metrics`); off unless set.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Retention: keep only the newest this many events; off unless set.
+    pub retain_events: Option<u64>,
+    /// Retention: keep only events of the last this many days (fractions allowed); off
+    /// unless set.
+    pub retain_days: Option<f64>,
+    /// Request-count limits, Pubky's `[[rate_limits]]` tables (TOML only).
+    pub rate_limits: Vec<RateLimitRule>,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client (TOML only).
+    pub trusted_proxies: Vec<String>,
     /// The TLS listener (the server key as an RFC 7250 raw public key); off unless set.
     pub tls_listen: Option<SocketAddr>,
     /// Seconds a client has to send a whole request head.
@@ -99,6 +112,11 @@ impl Default for Config {
             map_size: 64 << 30,
             keepalive_secs: 15,
             max_patterns: 100,
+            metrics_listen: None,
+            retain_events: None,
+            retain_days: None,
+            rate_limits: Vec::new(),
+            trusted_proxies: Vec::new(),
             tls_listen: None,
             head_timeout_secs: 10,
             idle_timeout_secs: 60,
@@ -160,6 +178,20 @@ pub struct ServeArgs {
     /// Seconds between keep-alive comments on idle event streams [default: 15]
     #[arg(long, env = "HEARTH_KEEPALIVE_SECS")]
     pub keepalive_secs: Option<u64>,
+    /// Address of the metrics listener, Prometheus text at /metrics (off unless set)
+    #[arg(long, env = "HEARTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Keep only the newest N events; older ones are trimmed in the background (off unless set)
+    #[arg(long, env = "HEARTH_RETAIN_EVENTS")]
+    pub retain_events: Option<u64>,
+    /// Keep only events of the last D days (fractions allowed); older ones are trimmed (off
+    /// unless set)
+    #[arg(long, env = "HEARTH_RETAIN_DAYS")]
+    pub retain_days: Option<f64>,
+    /// Proxies whose X-Forwarded-For names the client (for rate limits), ADDR-or-CIDR[,...]
+    /// [default: none: the socket's peer is the client]
+    #[arg(long, env = "HEARTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Address of the TLS listener, the server key as a raw public key (off unless set)
     #[arg(long, env = "HEARTH_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -231,6 +263,10 @@ impl Config {
             map_size,
             max_patterns,
             keepalive_secs,
+            metrics_listen,
+            retain_events,
+            retain_days,
+            trusted_proxies,
             tls_listen,
             head_timeout_secs,
             idle_timeout_secs,
@@ -282,6 +318,18 @@ impl Config {
         }
         if let Some(v) = keepalive_secs {
             config.keepalive_secs = v;
+        }
+        if metrics_listen.is_some() {
+            config.metrics_listen = metrics_listen;
+        }
+        if retain_events.is_some() {
+            config.retain_events = retain_events;
+        }
+        if retain_days.is_some() {
+            config.retain_days = retain_days;
+        }
+        if let Some(v) = trusted_proxies {
+            config.trusted_proxies = v;
         }
         if tls_listen.is_some() {
             config.tls_listen = tls_listen;
@@ -353,6 +401,26 @@ impl Config {
         if self.max_patterns == 0 {
             return Err(ConfigError::new("max_patterns must be at least 1"));
         }
+        if self.retain_events == Some(0) {
+            return Err(ConfigError::new("retain_events must be at least 1"));
+        }
+        if self
+            .retain_days
+            .is_some_and(|days| !days.is_finite() || days <= 0.0)
+        {
+            return Err(ConfigError::new(
+                "retain_days must be a number of days above 0",
+            ));
+        }
+        for (index, rule) in self.rate_limits.iter().enumerate() {
+            rule.validate().map_err(|why| {
+                ConfigError::new(format!(
+                    "rate_limits[{index}] (path {:?}): {why}",
+                    rule.path
+                ))
+            })?;
+        }
+        crate::http::rate_limit::parse_proxies(&self.trusted_proxies).map_err(ConfigError::new)?;
         for (name, secs) in [
             ("head_timeout_secs", self.head_timeout_secs),
             ("idle_timeout_secs", self.idle_timeout_secs),
@@ -375,6 +443,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The retention policy the settings ask for (off when neither is set).
+    pub fn retention(&self) -> crate::log::retention::Policy {
+        crate::log::retention::Policy {
+            events: self.retain_events,
+            days: self.retain_days,
+        }
     }
 
     /// The DHT and relays the server's pkarr client uses.
@@ -495,9 +571,35 @@ mod tests {
             .map(|long| long.replace('-', "_"))
             .collect();
         let settings = serde_json::to_value(Config::default()).unwrap();
+        // A list of tables has no sensible flag: rate limits live in the file.
+        let tables = ["rate_limits"];
         for key in settings.as_object().unwrap().keys() {
+            if tables.contains(&key.as_str()) {
+                continue;
+            }
             assert!(flags.contains(key), "the setting {key} has no --flag");
         }
+    }
+
+    #[test]
+    fn rate_limits_are_pubky_tables_and_bad_ones_are_refused() {
+        let config: Config = toml::from_str(
+            "trusted_proxies = [\"10.0.0.0/8\"]\n\
+             [[rate_limits]]\npath = \"/pub/**\"\nmethod = \"PUT\"\nquota = \"10r/m\"\nkey = \"user\"\n\
+             [[rate_limits]]\npath = \"/session\"\nmethod = \"post\"\nquota = \"2r/s\"\nkey = \"ip\"\nburst = 5\nwhitelist = [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.rate_limits.len(), 2);
+        assert!(config.validate().is_ok());
+        let mut bad = config.clone();
+        bad.rate_limits[0].quota = "10mb/m".into();
+        assert!(bad.validate().is_err());
+        let mut bad = config.clone();
+        bad.trusted_proxies = vec!["nowhere".into()];
+        assert!(bad.validate().is_err());
+        let mut bad = config;
+        bad.retain_events = Some(0);
+        assert!(bad.validate().is_err());
     }
 
     #[test]

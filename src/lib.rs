@@ -14,11 +14,15 @@
 //!   hub, frames); knows no files or HTTP;
 //! - `store`: the LMDB environment and its migrations runner; knows no layer above it;
 //! - `keys`, `ids`, `path`, `clock`, `identity`: user keys, event ids, path rules, time, the
-//!   server's keypair.
+//!   server's keypair;
+//! - `telemetry`: metric names and the one-line calls any layer records through;
+//! - `backup`, `verify`, `logging`: the operator's tools (`hearth backup`, `hearth verify`) and
+//!   the binary's log lines.
 //!
 //! `migrations` (the `migrations/` directory) is the schema's history: it creates the tables
 //! of every layer, and the server hands it to `store` at open.
 
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -29,9 +33,12 @@ pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod log;
+pub mod logging;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod path;
 pub mod pkarr;
 pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod verify;

@@ -57,6 +57,7 @@ type Result<T> = std::result::Result<T, ServerError>;
 pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     public_key: String,
     /// How publishing the pkarr record goes, and the passes over users' records.
@@ -70,7 +71,7 @@ pub struct Server {
 
 impl Server {
     /// Open the store in `config.data_dir`, bind, and start serving.
-    pub async fn start(config: Config) -> Result<Server> {
+    pub async fn start(mut config: Config) -> Result<Server> {
         config.validate()?;
         if config.tls_listen.is_some() {
             // Bootstrap nodes and relay URLs are checked before anything starts.
@@ -100,6 +101,8 @@ impl Server {
 
         let listener = bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        // What was bound (port 0 becomes a real one): the admin status page links to it.
+        config.listen = addr;
         let tls_listener = match config.tls_listen {
             Some(tls) => Some(bind(tls).await?),
             None => None,
@@ -108,6 +111,9 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        if tls_addr.is_some() {
+            config.tls_listen = tls_addr;
+        }
         let admin_listener = match config.admin_listen {
             Some(admin) => Some(bind(admin).await?),
             None => None,
@@ -116,6 +122,15 @@ impl Server {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(metrics) => Some(bind(metrics).await?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let retention = config.retention();
         let open_files = serve::raise_open_file_limit();
         let max_connections = config
             .max_connections
@@ -186,6 +201,24 @@ impl Server {
                 name: "admin",
             });
         }
+        // The metrics listener: its own few slots too, like the admin's.
+        if let (Some(tcp), Some(handle)) = (metrics_listener, crate::telemetry::install()) {
+            listeners.push(Listener {
+                tcp,
+                tls: None,
+                app: http::metrics::router(state.clone(), handle),
+                streams: false,
+                slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+                name: "metrics",
+            });
+        }
+        // Retention holds a writer until shutdown, like a handler would.
+        crate::log::retention::spawn(
+            state.writer.clone(),
+            log.clone(),
+            retention,
+            shutdown_rx.clone(),
+        );
         // Handlers hold their own clones; this one must not keep the writer alive.
         drop(state);
 
@@ -218,6 +251,7 @@ impl Server {
         Ok(Server {
             addr,
             admin_addr,
+            metrics_addr,
             tls_addr,
             public_key,
             published,
@@ -235,6 +269,11 @@ impl Server {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The metrics listener's address, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The TLS listener's address, when `tls_listen` is set.

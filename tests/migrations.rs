@@ -375,3 +375,78 @@ fn a_version_5_store_moves_its_files_into_the_tree() {
     drop(files);
     store.close();
 }
+
+/// A user and a signup token as versions 1 to 4 wrote them.
+#[derive(serde::Serialize)]
+struct UserV1 {
+    created_ms: u64,
+    used_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+struct SignupTokenV1 {
+    created_ms: u64,
+    used_by: Option<String>,
+}
+
+/// A store written at version 3 (before the admin's user fields) is migrated: users keep
+/// their creation time and bytes used and start enabled with default limits; tokens keep who
+/// used them.
+#[test]
+fn a_version_3_store_gains_the_admin_user_fields() {
+    let alice = pubky_common::crypto::Keypair::random().public_key().z32();
+    let dir = tempfile::tempdir().unwrap();
+    build_older_store(dir.path(), 3, |env, txn| {
+        let users = env
+            .open_database::<Str, Bytes>(txn, Some("users"))
+            .unwrap()
+            .unwrap();
+        let old = UserV1 {
+            created_ms: 1_700_000_000_123,
+            used_bytes: 42,
+        };
+        users
+            .put(txn, &alice, &postcard::to_stdvec(&old).unwrap())
+            .unwrap();
+        let tokens = env
+            .open_database::<Str, Bytes>(txn, Some("signup_tokens"))
+            .unwrap()
+            .unwrap();
+        for (token, used_by) in [
+            ("AAAA-BBBB-CCCC", Some(alice.clone())),
+            ("DDDD-EEEE-FFFF", None),
+        ] {
+            let old = SignupTokenV1 {
+                created_ms: 5,
+                used_by,
+            };
+            tokens
+                .put(txn, token, &postcard::to_stdvec(&old).unwrap())
+                .unwrap();
+        }
+    });
+    let store = Store::open(dir.path(), &options(), ALL).unwrap();
+    assert_eq!(schema_version(&store), current_version());
+    let files = Files::open(&store).unwrap();
+    let user = files.user(&alice).unwrap().expect("the user is kept");
+    assert_eq!(
+        (user.created_ms, user.used_bytes, user.disabled),
+        (1_700_000_000_123, 42, false)
+    );
+    assert_eq!(user.quota, hearth::files::quota::UserQuota::default());
+    let page = files.signup_tokens_page(None, None, 10).unwrap();
+    let used: Vec<(String, Option<String>)> = page
+        .items
+        .into_iter()
+        .map(|(token, record)| (token, record.used_by))
+        .collect();
+    assert_eq!(
+        used,
+        vec![
+            ("AAAA-BBBB-CCCC".to_string(), Some(alice.clone())),
+            ("DDDD-EEEE-FFFF".to_string(), None)
+        ]
+    );
+    drop(files);
+    store.close();
+}

@@ -5,15 +5,18 @@
 //! - `tree`: how files and directories are keyed (by parent directory, for paths of any length);
 //! - `content`: bodies on their way in (hashed, spooled) and out (one chunk per read);
 //! - `listing`: directory listings;
+//! - `admin`: what the admin reads (users, signup tokens, counts); `quota`: per-user limits;
 //! - `ops`: every change, as `FileOp`s the store's writer runs (a PUT or DELETE also appends
 //!   its event to the log, in the same transaction).
 //!
 //! `Files` is the read side, a cheap clone. Its errors are `FilesError`s, which say what was
 //! wrong in words; `http/` decides the status.
 
+mod admin;
 pub mod content;
 mod listing;
 mod ops;
+pub mod quota;
 pub(crate) mod tables;
 pub(crate) mod tree;
 
@@ -21,8 +24,9 @@ use std::path::PathBuf;
 
 use pubky_common::session::CookieSessionRecord;
 
+pub use admin::{Counts, Page, UserFilter, UserOrder};
 pub use listing::ListOptions;
-pub use ops::{FileOp, FileWrite, RevokeProof, SpentPop, UsedToken, Written};
+pub use ops::{FileOp, FileWrite, RevokeProof, SpentPop, UsedToken, Written, USER_DISABLED};
 pub use tables::{BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, UserRecord, CHUNK_SIZE};
 
 use crate::store::{Env, Store, StoreError};

@@ -8,6 +8,7 @@
 use heed::RwTxn;
 
 use super::content::Spooled;
+use super::quota::{QuotaPatch, UserQuota};
 use super::tables::{
     chunk_key, decode, encode, BearerRecord, FileMeta, GrantRecord, SignupTokenRecord, Tables,
     UserRecord,
@@ -31,13 +32,28 @@ pub enum FileOp {
         hash: [u8; 32],
         size: u64,
         content_type: String,
-        /// The user's quota in bytes, if any.
+        /// The server's default quota in bytes, if any; the user's own limit wins.
         quota: Option<u64>,
     },
     /// Delete a file, record a DEL event.
     DeleteFile {
         user: String,
         path: String,
+    },
+    /// The admin deletes a file: a DEL event like any delete, whatever the user's state.
+    AdminDeleteFile {
+        user: String,
+        path: String,
+    },
+    /// The admin disables (or enables again) a user.
+    SetUserDisabled {
+        user: String,
+        disabled: bool,
+    },
+    /// The admin changes a user's limits; the result must validate.
+    PatchUserQuota {
+        user: String,
+        patch: QuotaPatch,
     },
     /// Create a user and its first session; consumes the auth token and the signup token.
     Signup {
@@ -59,6 +75,8 @@ pub enum FileOp {
     },
     MintSignupToken {
         token: String,
+        /// The limits the user who signs up with it gets.
+        quota: UserQuota,
     },
     /// Create a user from a signup grant; spends the proof of possession and the signup token.
     /// No grant is stored and no bearer minted: the client signs in next.
@@ -151,21 +169,14 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
             quota,
         } => {
             let key = entry_key(user, path);
-            let mut account: UserRecord = match t.users.get(txn, user)? {
-                Some(bytes) => decode(bytes)?,
-                None => {
-                    return Err(FilesError::NotFound(format!(
-                        "no user {user} on this server"
-                    )))
-                }
-            };
+            let mut account = writable_user(t, txn, user, path)?;
             let old: Option<FileMeta> = t.tree.get(txn, &key)?.map(decode).transpose()?;
             if old.is_none() {
                 check_no_collision(t, txn, user, path)?;
             }
             let old_size = old.as_ref().map_or(0, |m| m.size);
             let used = account.used_bytes.saturating_sub(old_size) + size;
-            if let Some(quota) = quota {
+            if let Some(quota) = &account.quota.storage_bytes(*quota) {
                 if used > *quota {
                     return Err(FilesError::QuotaExceeded(format!(
                         "this write would bring {user} to {used} bytes, over the quota of {quota}"
@@ -205,28 +216,23 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
             Ok(Written::Event(seq))
         }
         FileOp::DeleteFile { user, path } => {
-            let key = entry_key(user, path);
-            let Some(old) = t.tree.get(txn, &key)?.map(decode::<FileMeta>).transpose()? else {
-                return Err(FilesError::NotFound(format!("no file at {path}")));
-            };
-            delete_chunks(t, txn, &old)?;
-            t.tree.delete(txn, &key)?;
-            tree::unlink(&t.tree, txn, user, path)?;
-            if let Some(bytes) = t.users.get(txn, user)? {
-                let mut account: UserRecord = decode(bytes)?;
-                account.used_bytes = account.used_bytes.saturating_sub(old.size);
-                t.users.put(txn, user, &encode(&account)?)?;
-            }
-            let seq = txn.append(Event {
-                seq: 0,
-                kind: EventKind::Del,
-                key: format!("{user}{path}"),
-                ts_ms,
-                hash: None,
-                size: None,
-                origin: None,
-            })?;
-            Ok(Written::Event(seq))
+            writable_user(t, txn, user, path)?;
+            delete_file(t, txn, user, path)
+        }
+        FileOp::AdminDeleteFile { user, path } => delete_file(t, txn, user, path),
+        FileOp::SetUserDisabled { user, disabled } => {
+            let mut account = existing_user(t, txn, user)?;
+            account.disabled = *disabled;
+            t.users.put(txn, user, &encode(&account)?)?;
+            Ok(Written::Done)
+        }
+        FileOp::PatchUserQuota { user, patch } => {
+            let mut account = existing_user(t, txn, user)?;
+            let quota = account.quota.patched(patch);
+            quota.validate().map_err(FilesError::Invalid)?;
+            account.quota = quota;
+            t.users.put(txn, user, &encode(&account)?)?;
+            Ok(Written::Done)
         }
         FileOp::Signup {
             user,
@@ -246,10 +252,16 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
             session_secret,
             session,
         } => {
-            if t.users.get(txn, user)?.is_none() {
-                return Err(FilesError::NotFound(format!(
-                    "no user {user} on this server; sign up first"
-                )));
+            match t.users.get(txn, user)? {
+                None => {
+                    return Err(FilesError::NotFound(format!(
+                        "no user {user} on this server; sign up first"
+                    )))
+                }
+                Some(bytes) if decode::<UserRecord>(bytes)?.disabled => {
+                    return Err(FilesError::Forbidden(USER_DISABLED.into()))
+                }
+                Some(_) => {}
             }
             spend_auth_token(t, txn, auth)?;
             t.sessions.put(txn, session_secret, session)?;
@@ -259,10 +271,12 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
             t.sessions.delete(txn, secret)?;
             Ok(Written::Done)
         }
-        FileOp::MintSignupToken { token } => {
+        FileOp::MintSignupToken { token, quota } => {
             let record = SignupTokenRecord {
                 created_ms: ts_ms,
                 used_by: None,
+                used_ms: None,
+                quota: quota.clone(),
             };
             t.signup_tokens.put(txn, token, &encode(&record)?)?;
             Ok(Written::Done)
@@ -289,11 +303,17 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
                 return Err(FilesError::Unauthorized("Grant has been revoked".into()));
             }
             spend_pop(t, txn, pop)?;
-            if t.users.get(txn, &grant.user)?.is_none() {
-                return Err(FilesError::NotFound(format!(
-                    "no user {} on this server; sign up first",
-                    grant.user
-                )));
+            match t.users.get(txn, &grant.user)? {
+                None => {
+                    return Err(FilesError::NotFound(format!(
+                        "no user {} on this server; sign up first",
+                        grant.user
+                    )))
+                }
+                Some(bytes) if decode::<UserRecord>(bytes)?.disabled => {
+                    return Err(FilesError::Forbidden(USER_DISABLED.into()))
+                }
+                Some(_) => {}
             }
             let mut record = match stored {
                 None => grant.clone(),
@@ -348,6 +368,61 @@ fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {
     }
 }
 
+/// Delete a file and record its DEL event, in the op's transaction.
+fn delete_file(t: &Tables, txn: &mut WriteTxn<'_>, user: &str, path: &str) -> Result<Written> {
+    let ts_ms = txn.ts_ms();
+    let key = entry_key(user, path);
+    let Some(old) = t.tree.get(txn, &key)?.map(decode::<FileMeta>).transpose()? else {
+        return Err(FilesError::NotFound(format!("no file at {path}")));
+    };
+    delete_chunks(t, txn, &old)?;
+    t.tree.delete(txn, &key)?;
+    tree::unlink(&t.tree, txn, user, path)?;
+    if let Some(bytes) = t.users.get(txn, user)? {
+        let mut account: UserRecord = decode(bytes)?;
+        account.used_bytes = account.used_bytes.saturating_sub(old.size);
+        t.users.put(txn, user, &encode(&account)?)?;
+    }
+    let seq = txn.append(Event {
+        seq: 0,
+        kind: EventKind::Del,
+        key: format!("{user}{path}"),
+        ts_ms,
+        hash: None,
+        size: None,
+        origin: None,
+    })?;
+    Ok(Written::Event(seq))
+}
+
+/// The account of `user`, which must exist.
+fn existing_user(t: &Tables, txn: &RwTxn, user: &str) -> Result<UserRecord> {
+    match t.users.get(txn, user)? {
+        Some(bytes) => Ok(decode(bytes)?),
+        None => Err(FilesError::NotFound(format!(
+            "no user {user} on this server"
+        ))),
+    }
+}
+
+/// The account of `user`, if it may write `path`: it exists, is not disabled, and its
+/// `allowed_write_paths` cover the path.
+fn writable_user(t: &Tables, txn: &RwTxn, user: &str, path: &str) -> Result<UserRecord> {
+    let account = existing_user(t, txn, user)?;
+    if account.disabled {
+        return Err(FilesError::Forbidden(USER_DISABLED.into()));
+    }
+    if !account.quota.may_write(path) {
+        return Err(FilesError::Forbidden(format!(
+            "Write to this path is not allowed: {path} is outside the paths {user} may write"
+        )));
+    }
+    Ok(account)
+}
+
+/// The refusal of everything a disabled user tries but reading, as Pubky words it.
+pub const USER_DISABLED: &str = "User is disabled";
+
 /// Create an account, consuming the signup token when one is given (token signup mode).
 /// Shared by the cookie and grant signups, so both refuse and consume alike.
 fn create_user(
@@ -360,6 +435,7 @@ fn create_user(
     if t.users.get(txn, user)?.is_some() {
         return Err(FilesError::Conflict(format!("user {user} already exists")));
     }
+    let mut quota = UserQuota::default();
     if let Some(token) = signup_token {
         let Some(bytes) = t.signup_tokens.get(txn, token)? else {
             return Err(FilesError::Unauthorized("unknown signup token".into()));
@@ -371,11 +447,15 @@ fn create_user(
             ));
         }
         record.used_by = Some(user.to_string());
+        record.used_ms = Some(ts_ms);
+        quota = record.quota.clone();
         t.signup_tokens.put(txn, token, &encode(&record)?)?;
     }
     let account = UserRecord {
         created_ms: ts_ms,
         used_bytes: 0,
+        disabled: false,
+        quota,
     };
     t.users.put(txn, user, &encode(&account)?)?;
     Ok(())

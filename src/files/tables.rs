@@ -10,6 +10,7 @@ use heed::types::{Bytes, Str, U64};
 use heed::Database;
 use serde::{Deserialize, Serialize};
 
+use super::quota::UserQuota;
 use crate::store::{Store, StoreError};
 
 /// Names of the databases, as migrations create them.
@@ -102,18 +103,28 @@ impl FileMeta {
     }
 }
 
+/// A user (format of schema version 5: `disabled` and `quota` added by m0005).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub created_ms: u64,
     /// Bytes of file content the user stores, for the quota.
     pub used_bytes: u64,
+    /// Set by the admin: the user can no longer write or sign in.
+    pub disabled: bool,
+    /// The user's own limits (from their signup token, or set by the admin).
+    pub quota: UserQuota,
 }
 
+/// A signup token (format of schema version 5: `used_ms` and `quota` added by m0005).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignupTokenRecord {
     pub created_ms: u64,
     /// The user who signed up with it; a token is good for one signup.
     pub used_by: Option<String>,
+    /// When it was used.
+    pub used_ms: Option<u64>,
+    /// The limits the user who signs up with it gets.
+    pub quota: UserQuota,
 }
 
 /// A grant: a user's signed permission for one client key (`cnf`) to act with `caps`.

@@ -15,7 +15,7 @@ use pubky_common::session::CookieSessionRecord;
 
 use super::admin::is_signup_token;
 use super::error::{Error, Result};
-use super::session::{session_for, Credential};
+use super::session::{refuse_disabled, session_for, Credential};
 use super::tenant::{host_name, query_param, require_tenant};
 use super::AppState;
 use crate::config::SignupMode;
@@ -200,7 +200,9 @@ pub async fn get_session(
     uri: Uri,
 ) -> Result<Response> {
     let user = require_tenant(&headers, &uri)?;
-    let Credential::Cookie { record, .. } = session_for(&state, &headers, &user)?.credential else {
+    let session = session_for(&state, &headers, &user)?;
+    refuse_disabled(&state, &session.user)?;
+    let Credential::Cookie { record, .. } = session.credential else {
         return Err(Error::Unauthorized(
             "this request holds a grant session (a bearer): read it at GET /auth/grant/session"
                 .into(),

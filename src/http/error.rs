@@ -35,6 +35,12 @@ pub enum Error {
     /// The user's quota would be exceeded.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// A well-formed body whose values do not hold together (Pubky's 422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A rate limit refused the request; try again after this many seconds.
+    #[error("Rate limit exceeded")]
+    TooManyRequests { retry_after_secs: u64 },
     /// A fault of the server's own (a task that panicked, a value it cannot encode).
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,6 +69,8 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Files(err) => files_status(err),
             Error::Store(err) => store_status(err),
@@ -113,12 +121,18 @@ impl IntoResponse for Error {
             tracing::error!(error = %self, "request failed");
         }
         let body = format!("{self}\n");
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Error::TooManyRequests { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 

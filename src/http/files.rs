@@ -43,10 +43,25 @@ pub async fn put(
             )));
         }
     }
-    if let (Some(length), Some(quota)) = (content_length(&headers), state.config.quota_bytes) {
+    let account = state.files.user(&user)?;
+    // Refused before the body is read; the writer checks both again at commit.
+    if let Some(account) = &account {
+        if account.disabled {
+            return Err(Error::Forbidden(crate::files::USER_DISABLED.into()));
+        }
+        if !account.quota.may_write(path.as_str()) {
+            return Err(Error::Forbidden(format!(
+                "Write to this path is not allowed: {path} is outside the paths {user} may write"
+            )));
+        }
+    }
+    let quota = account.as_ref().map_or(state.config.quota_bytes, |a| {
+        a.quota.storage_bytes(state.config.quota_bytes)
+    });
+    if let (Some(length), Some(quota)) = (content_length(&headers), quota) {
         // Refuse early what cannot fit, before reading the body; the writer checks again
         // exactly, at commit, for bodies without a length and for racing writes.
-        let used = state.files.user(&user)?.map_or(0, |u| u.used_bytes);
+        let used = account.as_ref().map_or(0, |u| u.used_bytes);
         let existing = state
             .files
             .file(&user, path.as_str())?
@@ -59,6 +74,7 @@ pub async fn put(
     }
     let received = receive(body.into_data_stream(), max, &state.files.spool_dir()).await?;
     let content_type = detect_content_type(path.as_str(), &received.head);
+    let size = received.size;
     state
         .write(FileOp::PutFile {
             user,
@@ -70,6 +86,7 @@ pub async fn put(
             quota: state.config.quota_bytes,
         })
         .await?;
+    crate::telemetry::put_bytes(size);
     Ok(StatusCode::CREATED.into_response())
 }
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{signup_token_for_mode, signup_token_param};
 use super::error::{Error, Result};
 use super::jws::{verify_grant, verify_grant_signature, verify_pop};
-use super::session::{bearer_hash, bearer_session, Credential};
+use super::session::{bearer_hash, bearer_session, refuse_disabled, Credential};
 use super::AppState;
 use crate::clock::now_secs;
 use crate::files::{BearerRecord, FileOp, GrantRecord, RevokeProof, SpentPop};
@@ -178,6 +178,7 @@ pub async fn get_session(State(state): State<AppState>, headers: HeaderMap) -> R
                 .into(),
         )
     })?;
+    refuse_disabled(&state, &session.user)?;
     let Credential::Bearer {
         grant_id,
         grant,

@@ -8,13 +8,17 @@
 //! - `firehose`: the native event stream, `GET /firehose`;
 //! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
 //! - `sse`: the stream plumbing those two share;
-//! - `admin`: the separate, password-guarded admin listener;
+//! - `admin`: the separate, password-guarded admin listener (`admin_users`: its user routes;
+//!   `status`: its status page and `/info`);
+//! - `metrics`: the metrics listener, and the middleware that counts requests by route;
+//! - `rate_limit`: the configured `[[rate_limits]]`, answered with 429;
 //! - `serve`: the connection layer under all of them (accept loops, TLS, deadlines, the
 //!   connection limit, a bounded stop, event streams written off hyper);
 //! - `tenant`: who a request is about; `session`: whether it proves a session that may write;
 //! - `error`: every failure of every layer, mapped to a status and a plain-text body.
 
 pub mod admin;
+mod admin_users;
 mod auth;
 mod error;
 mod files;
@@ -23,10 +27,13 @@ mod firehose;
 mod fuzz;
 mod grant;
 mod jws;
+pub mod metrics;
 mod pubky_events;
+pub mod rate_limit;
 pub mod serve;
 mod session;
 mod sse;
+mod status;
 mod tenant;
 
 use std::sync::Arc;
@@ -102,6 +109,11 @@ pub fn router(state: AppState) -> Router {
         .route("/events/", get(pubky_events::feed))
         .route("/events-stream", get(pubky_events::stream))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            rate_limit::Limits::new(&state.config.rate_limits, &state.config.trusted_proxies),
+            rate_limit::layer,
+        ))
+        .layer(axum::middleware::from_fn(metrics::track_public))
         .with_state(state);
     error::with_bodies(routes).layer(cors())
 }
@@ -128,7 +140,12 @@ fn cors() -> CorsLayer {
             header::HeaderName::from_static("last-event-id"),
             header::HeaderName::from_static("pubky-host"),
         ])
-        .expose_headers([header::ETAG, header::LAST_MODIFIED, header::CONTENT_LENGTH])
+        .expose_headers([
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::CONTENT_LENGTH,
+            header::RETRY_AFTER,
+        ])
 }
 
 /// `GET /`: the server's public key.

@@ -24,12 +24,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use axum::Router;
 use bytes::Bytes;
@@ -137,13 +139,13 @@ pub async fn serve(listener: Listener, limits: Limits, shutdown: watch::Receiver
             () = &mut stopping => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = tcp.accept() => match accepted {
-                Ok((socket, _peer)) => {
+                Ok((socket, peer)) => {
                     if std::mem::take(&mut starved) {
                         tracing::info!(listener = name, "accept: descriptors are available again");
                     }
                     match Arc::clone(&slots).try_acquire_owned() {
                         Ok(permit) => {
-                            connections.spawn(connection(Arc::clone(&shared), socket, permit));
+                            connections.spawn(connection(Arc::clone(&shared), socket, peer, permit));
                         }
                         Err(_) => refuse(socket, shared.tls.is_some(), &refusals),
                     }
@@ -255,16 +257,21 @@ impl Reserve {
 }
 
 /// One connection, from accept to close.
-async fn connection(shared: Arc<Shared>, socket: TcpStream, _slot: OwnedSemaphorePermit) {
+async fn connection(
+    shared: Arc<Shared>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    _slot: OwnedSemaphorePermit,
+) {
     let _ = socket.set_nodelay(true);
     let accepted = Instant::now();
     match &shared.tls {
-        None => serve_io(&shared, socket, accepted).await,
+        None => serve_io(&shared, socket, peer, accepted).await,
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout_at(accepted + shared.limits.head, acceptor.accept(socket));
             match handshake.await {
-                Ok(Ok(tls)) => Box::pin(serve_io(&shared, tls, accepted)).await,
+                Ok(Ok(tls)) => Box::pin(serve_io(&shared, tls, peer, accepted)).await,
                 Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
@@ -272,12 +279,12 @@ async fn connection(shared: Arc<Shared>, socket: TcpStream, _slot: OwnedSemaphor
     }
 }
 
-async fn serve_io<IO>(shared: &Arc<Shared>, mut io: IO, accepted: Instant)
+async fn serve_io<IO>(shared: &Arc<Shared>, mut io: IO, peer: SocketAddr, accepted: Instant)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if !shared.streams {
-        return Box::pin(serve_hyper(shared, io, Bytes::new())).await;
+        return Box::pin(serve_hyper(shared, io, peer, Bytes::new())).await;
     }
     let mut shutdown = shared.shutdown.clone();
     let mut buf = Vec::new();
@@ -308,8 +315,10 @@ where
                 .await;
                 return;
             }
-            Head::Other => return Box::pin(serve_hyper(shared, io, Bytes::from(buf))).await,
-            Head::Stream(request, keep_alive) => {
+            Head::Other => return Box::pin(serve_hyper(shared, io, peer, Bytes::from(buf))).await,
+            Head::Stream(mut request, keep_alive) => {
+                // Handlers see the client's address (rate limits keyed by it).
+                request.extensions_mut().insert(ConnectInfo(peer));
                 // The head was all there was: nothing of it is kept while the stream runs.
                 drop(std::mem::take(&mut buf));
                 let leftover = Box::pin(serve_stream(shared, &mut io, request, keep_alive)).await;
@@ -670,7 +679,7 @@ fn response_head(
 }
 
 /// The rest of the connection, served by hyper: `replay` holds what was read already.
-async fn serve_hyper<IO>(shared: &Arc<Shared>, io: IO, replay: Bytes)
+async fn serve_hyper<IO>(shared: &Arc<Shared>, io: IO, peer: SocketAddr, replay: Bytes)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -679,7 +688,7 @@ where
     let app = shared.app.clone();
     let stall = shared.limits.body_stall;
     let service = hyper::service::service_fn(move |request| {
-        handle(app.clone(), Arc::clone(&phase), stall, request)
+        handle(app.clone(), Arc::clone(&phase), stall, peer, request)
     });
     let conn = shared.http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -717,10 +726,13 @@ async fn handle(
     mut app: Router,
     phase: Arc<Phase>,
     stall: Duration,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Tracked>, Infallible> {
     phase.begun.fetch_add(1, Ordering::AcqRel);
-    let (parts, incoming) = request.into_parts();
+    let (mut parts, incoming) = request.into_parts();
+    // Handlers see the client's address (rate limits keyed by it).
+    parts.extensions.insert(ConnectInfo(peer));
     let (body, watch) = Guarded::new(incoming, stall);
     let request = Request::from_parts(parts, axum::body::Body::new(body));
     let response = match app.call(request).await {

@@ -181,3 +181,13 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 pub(super) fn bearer_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
+
+/// A disabled user's sessions are refused (403 `User is disabled`), as are their writes.
+pub fn refuse_disabled(state: &AppState, user: &str) -> Result<()> {
+    match state.files.user(user)? {
+        Some(record) if record.disabled => {
+            Err(Error::Forbidden(crate::files::USER_DISABLED.into()))
+        }
+        _ => Ok(()),
+    }
+}

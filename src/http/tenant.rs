@@ -87,14 +87,15 @@ pub fn parse_flag(name: &str, value: &str) -> Result<bool> {
 
 /// Every `key=value` of the query, percent-decoded (`+` is a space, as in forms).
 pub fn query_pairs(uri: &Uri) -> impl Iterator<Item = (String, String)> + '_ {
-    uri.query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_component(key), decode_component(value))
-        })
+    decode_form(uri.query().unwrap_or_default())
+}
+
+/// Every `key=value` of a query string or a form body, percent-decoded.
+pub fn decode_form(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_component(key), decode_component(value))
+    })
 }
 
 fn decode_component(raw: &str) -> String {

@@ -240,6 +240,7 @@ impl Hub {
         // Read under the lock that `publish` holds while it pushes and advances the head.
         let head_at_start = self.head();
         drop(inner);
+        crate::telemetry::stream_open(1);
         Subscription {
             hub: Arc::clone(self),
             id,
@@ -286,6 +287,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(self.id, self.patterns.patterns());
+        crate::telemetry::stream_open(-1);
     }
 }
 
@@ -346,6 +348,7 @@ impl Feed {
     pub async fn next(&mut self, idle: Duration) -> Result<Step, LogError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
+                crate::telemetry::event_delivered();
                 return Ok(Step::Event(event));
             }
             if self.catching_up {
@@ -369,9 +372,13 @@ impl Feed {
                         continue;
                     }
                     self.position = event.seq();
+                    crate::telemetry::event_delivered();
                     return Ok(Step::Event(event));
                 }
-                Take::Lagged => self.catching_up = true,
+                Take::Lagged => {
+                    crate::telemetry::stream_lagged();
+                    self.catching_up = true
+                }
                 Take::Closed => return Ok(Step::Closed),
                 Take::Empty => {
                     let notified = self.subscription.mailbox.notify.notified();

@@ -16,6 +16,7 @@
 pub(crate) mod event;
 pub(crate) mod frame;
 pub(crate) mod hub;
+pub mod retention;
 pub(crate) mod store;
 pub mod subscriptions;
 mod writer;

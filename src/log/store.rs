@@ -111,6 +111,45 @@ impl EventLog {
         Ok(self.events.first(&txn)?.map(|(seq, _)| seq))
     }
 
+    /// How many events the log holds (retention may have trimmed the oldest).
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self.events.len(&txn)?)
+    }
+
+    /// The LMDB map's use and size (see `store::map_usage`).
+    pub fn map_usage(&self) -> Result<(u64, u64), StoreError> {
+        crate::store::map_usage(&self.env)
+    }
+
+    /// Trim, in `txn`, at most `max` of the oldest events: those with a sequence at or below
+    /// `keep_after`, or (when `older_than_ms` is given) committed before it; their `by_user`
+    /// entries go with them. `last_seq` is untouched, so sequences are never reused. Returns
+    /// how many were trimmed.
+    pub(crate) fn trim(
+        &self,
+        txn: &mut RwTxn,
+        keep_after: u64,
+        older_than_ms: Option<u64>,
+        max: usize,
+    ) -> Result<u64, StoreError> {
+        let mut doomed = Vec::new();
+        for entry in self.events.iter(txn)?.take(max) {
+            let (seq, bytes) = entry?;
+            let event = decode(seq, bytes)?;
+            let old = older_than_ms.is_some_and(|limit| event.ts_ms < limit);
+            if seq > keep_after && !old {
+                break;
+            }
+            doomed.push((seq, event.user().to_string()));
+        }
+        for (seq, user) in &doomed {
+            self.events.delete(txn, seq)?;
+            self.by_user.delete(txn, &user_key(user, *seq))?;
+        }
+        Ok(doomed.len() as u64)
+    }
+
     /// Visit events after `after`, in sequence order, at most `max` of them, in one read
     /// transaction. `visit` returns false to stop early. Returns the last sequence visited.
     pub fn scan(
@@ -185,7 +224,7 @@ impl EventLog {
         }
     }
 
-    fn read_last_seq(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<u64, StoreError> {
+    pub(crate) fn read_last_seq(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<u64, StoreError> {
         match self.meta.get(txn, meta_keys::LAST_SEQ)? {
             None => Ok(0),
             Some(bytes) => {

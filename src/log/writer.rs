@@ -231,7 +231,9 @@ fn commit_batch(
             op_txn.txn.abort();
         }
     }
+    let committing = std::time::Instant::now();
     txn.commit()?;
+    crate::telemetry::commit(jobs.len(), events.len(), committing.elapsed());
     Ok(events)
 }
 

@@ -140,6 +140,17 @@ impl Store {
     }
 }
 
+/// The LMDB map's use: bytes up to its last used page (the high-water mark: freed pages are
+/// reused before it grows) and its size, the most the store can grow to.
+pub fn map_usage(env: &Env) -> Result<(u64, u64), StoreError> {
+    let info = env.info();
+    let txn = env.read_txn()?;
+    let meta: Meta = open_table(env, names::META)?;
+    let page_size = u64::from(meta.stat(&txn)?.page_size);
+    let used = (info.last_page_number as u64 + 1) * page_size;
+    Ok((used, info.map_size as u64))
+}
+
 fn open_table<K: 'static, V: 'static>(env: &Env, name: &str) -> Result<Database<K, V>, StoreError> {
     let rtxn = env.read_txn()?;
     let table = env

@@ -101,11 +101,21 @@ impl TestServer {
     }
 
     pub async fn signup_with_caps(&self, caps: &str) -> User {
+        self.signup_at("/signup", caps).await
+    }
+
+    /// Sign up a new user (`/pub/:rw`) with a signup token (token signup mode).
+    pub async fn signup_with_token(&self, signup_token: &str) -> User {
+        self.signup_at(&format!("/signup?signup_token={signup_token}"), "/pub/:rw")
+            .await
+    }
+
+    async fn signup_at(&self, path: &str, caps: &str) -> User {
         let keypair = Keypair::random();
         let token = sign_token(&keypair, caps);
         let response = self
             .http
-            .post(self.url("/signup"))
+            .post(self.url(path))
             .body(token)
             .send()
             .await
