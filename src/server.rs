@@ -72,7 +72,7 @@ impl Server {
         let log = EventLog::open(&store)?;
         let files = Files::open(&store)?;
 
-        let hub = Hub::new(log.last_seq()?, DEFAULT_MAILBOX);
+        let hub = Hub::new(log.last_seq()?, DEFAULT_MAILBOX, config.keepalive());
         let publisher = Arc::clone(&hub);
         let on_commit: CommitListener = Arc::new(move |events| publisher.publish(events));
         let (writer, writer_thread) = Writer::start(&store, log.clone(), on_commit)?;

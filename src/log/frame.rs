@@ -40,23 +40,85 @@ pub fn retry(millis: u64) -> Bytes {
 /// A comment line: keeps idle connections (and the proxies on their way) open.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
-/// Base64 of a BLAKE3 hash, into a buffer of its fixed length.
-const HASH_BASE64_LEN: usize = 44;
-
-fn put_hash(out: &mut BytesMut, hash: &[u8; 32]) {
-    use base64::Engine;
-    let mut text = [0u8; HASH_BASE64_LEN];
-    // 32 bytes always encode to 44 characters: the buffer fits.
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(hash, &mut text)
-        .unwrap_or(0);
-    out.put_slice(&text[..written]);
+/// Where a frame is written: a caller's growing buffer, or a fixed one on the stack.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
 }
 
-fn put_id(out: &mut BytesMut, seq: u64) {
+impl Sink for BytesMut {
+    fn put(&mut self, bytes: &[u8]) {
+        self.put_slice(bytes);
+    }
+}
+
+/// A frame is first written into a stack buffer and then copied once into the batch: one
+/// capacity check and one copy instead of one per piece. A frame too big for it (a very long
+/// path) is written again straight into the batch.
+struct Stack {
+    buf: [u8; STACK_FRAME],
+    len: usize,
+    overflow: bool,
+}
+
+const STACK_FRAME: usize = 640;
+
+impl Sink for Stack {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(slot) => {
+                slot.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+}
+
+/// Encode with `write` into a stack buffer, then append to `out` (or straight into `out` if
+/// the frame does not fit).
+#[inline]
+fn via_stack(out: &mut BytesMut, write: impl Fn(&mut dyn Sink)) {
+    let mut stack = Stack {
+        buf: [0; STACK_FRAME],
+        len: 0,
+        overflow: false,
+    };
+    write(&mut stack);
+    if stack.overflow {
+        write(out);
+    } else {
+        out.put_slice(&stack.buf[..stack.len]);
+    }
+}
+
+/// Standard base64 (padded) of a BLAKE3 hash: 44 characters. By hand, for this one fixed
+/// size: it is in every PUT frame.
+fn put_hash(out: &mut dyn Sink, hash: &[u8; 32]) {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = [b'='; 44];
+    for (group, chunk) in hash.chunks(3).enumerate() {
+        let b0 = chunk[0];
+        let b1 = chunk.get(1).copied().unwrap_or(0);
+        let b2 = chunk.get(2).copied().unwrap_or(0);
+        let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
+        let at = group * 4;
+        text[at] = TABLE[(n >> 18) as usize & 63];
+        text[at + 1] = TABLE[(n >> 12) as usize & 63];
+        if chunk.len() > 1 {
+            text[at + 2] = TABLE[(n >> 6) as usize & 63];
+        }
+        if chunk.len() > 2 {
+            text[at + 3] = TABLE[n as usize & 63];
+        }
+    }
+    out.put(&text);
+}
+
+fn put_id(out: &mut dyn Sink, seq: u64) {
     let mut id = [0u8; ID_LEN];
     encode_into(seq, &mut id);
-    out.put_slice(&id);
+    out.put(&id);
 }
 
 /// Hearth's frame (spec section 4):
@@ -77,60 +139,55 @@ pub fn native(event: &Event) -> Bytes {
 /// Hearth's frame of `event`, appended to `out`.
 pub(crate) fn native_into(out: &mut BytesMut, event: EventRef<'_>) {
     let clean = !needs_json_escape(event.key.as_bytes());
-    let origin_len = event
-        .origin
-        .map_or(0, |(hs, seq)| 24 + 2 * (hs.len() + seq.len()));
-    let key_len = if clean {
-        event.key.len()
-    } else {
-        6 * event.key.len()
-    };
-    out.reserve(190 + 2 * key_len + origin_len);
-    out.put_slice(b"id: ");
+    via_stack(out, |sink| write_native(sink, event, clean));
+}
+
+fn write_native(out: &mut dyn Sink, event: EventRef<'_>, clean: bool) {
+    out.put(b"id: ");
     put_id(out, event.seq);
-    out.put_slice(b"\nevent: ");
-    out.put_slice(event.kind.as_str().as_bytes());
-    out.put_slice(b"\ndata: {\"seq\":\"");
+    out.put(b"\nevent: ");
+    out.put(event.kind.as_str().as_bytes());
+    out.put(b"\ndata: {\"seq\":\"");
     put_id(out, event.seq);
-    out.put_slice(b"\",\"user\":\"");
+    out.put(b"\",\"user\":\"");
     if clean {
-        out.put_slice(event.user().as_bytes());
-        out.put_slice(b"\",\"path\":\"");
-        out.put_slice(event.path().as_bytes());
-        out.put_slice(b"\",\"uri\":\"pubky://");
-        out.put_slice(event.key.as_bytes());
+        out.put(event.user().as_bytes());
+        out.put(b"\",\"path\":\"");
+        out.put(event.path().as_bytes());
+        out.put(b"\",\"uri\":\"pubky://");
+        out.put(event.key.as_bytes());
     } else {
         put_json_escaped(out, event.user());
-        out.put_slice(b"\",\"path\":\"");
+        out.put(b"\",\"path\":\"");
         put_json_escaped(out, event.path());
-        out.put_slice(b"\",\"uri\":\"pubky://");
+        out.put(b"\",\"uri\":\"pubky://");
         put_json_escaped(out, event.key);
     }
-    out.put_u8(b'"');
+    out.put(b"\"");
     if event.kind == EventKind::Put {
         // A PUT from a source that gave no hash (or size) has none to show.
         if let Some(hash) = event.hash {
-            out.put_slice(b",\"hash\":\"");
+            out.put(b",\"hash\":\"");
             // Base64 needs no escaping.
             put_hash(out, hash);
-            out.put_u8(b'"');
+            out.put(b"\"");
         }
         if let Some(size) = event.size {
-            out.put_slice(b",\"size\":");
+            out.put(b",\"size\":");
             put_decimal(out, size);
         }
     }
-    out.put_slice(b",\"ts\":");
+    out.put(b",\"ts\":");
     put_decimal(out, event.ts_ms);
     // A relayed event names where it was committed. At the end, after `ts`, so that the
     // frame of a local event (no origin) is byte for byte what it always was.
     if let Some((hs, hs_seq)) = event.origin {
-        out.put_slice(b",\"hs\":");
+        out.put(b",\"hs\":");
         put_json_string(out, hs);
-        out.put_slice(b",\"hs_seq\":");
+        out.put(b",\"hs_seq\":");
         put_json_string(out, hs_seq);
     }
-    out.put_slice(b"}\n\n");
+    out.put(b"}\n\n");
 }
 
 /// Pubky's `/events-stream` frame (spec section 5), with an `id:` line added so that a
@@ -151,20 +208,23 @@ pub fn pubky(event: &Event) -> Bytes {
 
 /// Pubky's frame of `event`, appended to `out`.
 pub(crate) fn pubky_into(out: &mut BytesMut, event: EventRef<'_>) {
-    out.reserve(150 + 3 * event.key.len());
-    out.put_slice(b"id: ");
+    via_stack(out, |sink| write_pubky(sink, event));
+}
+
+fn write_pubky(out: &mut dyn Sink, event: EventRef<'_>) {
+    out.put(b"id: ");
     put_id(out, event.seq);
-    out.put_slice(b"\nevent: ");
-    out.put_slice(event.kind.as_str().as_bytes());
-    out.put_slice(b"\ndata: pubky://");
+    out.put(b"\nevent: ");
+    out.put(event.kind.as_str().as_bytes());
+    out.put(b"\ndata: pubky://");
     put_line_safe(out, event.key);
-    out.put_slice(b"\ndata: cursor: ");
+    out.put(b"\ndata: cursor: ");
     put_decimal(out, event.seq);
     if let (EventKind::Put, Some(hash)) = (event.kind, event.hash) {
-        out.put_slice(b"\ndata: content_hash: ");
+        out.put(b"\ndata: content_hash: ");
         put_hash(out, hash);
     }
-    out.put_slice(b"\n\n");
+    out.put(b"\n\n");
 }
 
 /// One line of Pubky's `/events/` feed: `PUT pubky://<z32><path>`.
@@ -177,7 +237,7 @@ pub(crate) fn feed_line_ref(out: &mut String, event: EventRef<'_>) {
     out.push_str(event.kind.as_str());
     out.push_str(" pubky://");
     let key = event.key;
-    if !any_byte(key.as_bytes(), |b| b == b'\r' || b == b'\n') {
+    if !has_line_break(key.as_bytes()) {
         out.push_str(key);
         return;
     }
@@ -190,17 +250,20 @@ pub(crate) fn feed_line_ref(out: &mut String, event: EventRef<'_>) {
     }
 }
 
-/// Whether any byte of `bytes` is one `special` picks, looked at 16 bytes at a time (with no
-/// branch inside a chunk, so the compiler can compare a whole chunk at once).
+/// `0x01` in every byte of a word, and `0x80`.
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Whether some byte of `word` is below `n` (`n` at most 128), exactly (a classic bit trick).
 #[inline]
-fn any_byte(bytes: &[u8], special: impl Fn(u8) -> bool) -> bool {
-    let mut chunks = bytes.chunks_exact(16);
-    for chunk in &mut chunks {
-        if chunk.iter().fold(false, |hit, &b| hit | special(b)) {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|&b| special(b))
+fn has_below(word: u64, n: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS
+}
+
+/// Whether some byte of `word` is `byte`.
+#[inline]
+fn has_byte(word: u64, byte: u8) -> u64 {
+    has_below(word ^ (ONES * u64::from(byte)), 1)
 }
 
 /// The bytes JSON strings must escape (and DEL, which we escape too).
@@ -209,11 +272,36 @@ fn json_special(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\' || byte == 0x7f
 }
 
+/// Whether `bytes` holds a byte JSON must escape: eight at a time, in a word.
 fn needs_json_escape(bytes: &[u8]) -> bool {
-    any_byte(bytes, json_special)
+    let mut chunks = bytes.chunks_exact(8);
+    let mut found = 0u64;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        found |= has_below(word, 0x20)
+            | has_byte(word, b'"')
+            | has_byte(word, b'\\')
+            | has_byte(word, 0x7f);
+    }
+    found != 0 || chunks.remainder().iter().any(|&b| json_special(b))
 }
 
-fn put_decimal(out: &mut BytesMut, value: u64) {
+/// Whether `bytes` holds a CR or an LF: eight at a time, in a word.
+fn has_line_break(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut found = 0u64;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        found |= has_byte(word, b'\r') | has_byte(word, b'\n');
+    }
+    found != 0 || chunks.remainder().iter().any(|&b| b == b'\r' || b == b'\n')
+}
+
+fn put_decimal(out: &mut dyn Sink, value: u64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
     let mut rest = value;
@@ -225,22 +313,22 @@ fn put_decimal(out: &mut BytesMut, value: u64) {
             break;
         }
     }
-    out.put_slice(&buf[at..]);
+    out.put(&buf[at..]);
 }
 
-fn put_json_string(out: &mut BytesMut, text: &str) {
-    out.put_u8(b'"');
+fn put_json_string(out: &mut dyn Sink, text: &str) {
+    out.put(b"\"");
     put_json_escaped(out, text);
-    out.put_u8(b'"');
+    out.put(b"\"");
 }
 
 /// JSON string escaping: `"` and `\` escaped, control characters as `\n`-style or `\u00XX`;
 /// everything else (all other UTF-8) passes through unchanged. A clean string is one copy.
-fn put_json_escaped(out: &mut BytesMut, text: &str) {
+fn put_json_escaped(out: &mut dyn Sink, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     if !needs_json_escape(bytes) {
-        out.put_slice(bytes);
+        out.put(bytes);
         return;
     }
     let mut start = 0;
@@ -248,32 +336,35 @@ fn put_json_escaped(out: &mut BytesMut, text: &str) {
         if !json_special(byte) {
             continue;
         }
-        out.put_slice(&bytes[start..at]);
+        out.put(&bytes[start..at]);
         start = at + 1;
         match byte {
-            b'"' => out.put_slice(b"\\\""),
-            b'\\' => out.put_slice(b"\\\\"),
-            b'\n' => out.put_slice(b"\\n"),
-            b'\r' => out.put_slice(b"\\r"),
-            b'\t' => out.put_slice(b"\\t"),
-            0x08 => out.put_slice(b"\\b"),
-            0x0c => out.put_slice(b"\\f"),
-            _ => {
-                out.put_slice(b"\\u00");
-                out.put_u8(HEX[(byte >> 4) as usize]);
-                out.put_u8(HEX[(byte & 0xf) as usize]);
-            }
+            b'"' => out.put(b"\\\""),
+            b'\\' => out.put(b"\\\\"),
+            b'\n' => out.put(b"\\n"),
+            b'\r' => out.put(b"\\r"),
+            b'\t' => out.put(b"\\t"),
+            0x08 => out.put(b"\\b"),
+            0x0c => out.put(b"\\f"),
+            _ => out.put(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(byte >> 4) as usize],
+                HEX[(byte & 0xf) as usize],
+            ]),
         }
     }
-    out.put_slice(&bytes[start..]);
+    out.put(&bytes[start..]);
 }
 
 /// SSE ends a line at CR or LF; paths never hold them (control characters are refused), but a
 /// frame must not break even if one did.
-fn put_line_safe(out: &mut BytesMut, text: &str) {
+fn put_line_safe(out: &mut dyn Sink, text: &str) {
     let bytes = text.as_bytes();
-    if !any_byte(bytes, |b| b == b'\r' || b == b'\n') {
-        out.put_slice(bytes);
+    if !has_line_break(bytes) {
+        out.put(bytes);
         return;
     }
     let mut start = 0;
@@ -283,11 +374,11 @@ fn put_line_safe(out: &mut BytesMut, text: &str) {
             b'\n' => b"%0A",
             _ => continue,
         };
-        out.put_slice(&bytes[start..at]);
-        out.put_slice(escape);
+        out.put(&bytes[start..at]);
+        out.put(escape);
         start = at + 1;
     }
-    out.put_slice(&bytes[start..]);
+    out.put(&bytes[start..]);
 }
 
 #[cfg(test)]
@@ -456,6 +547,11 @@ mod tests {
             text(pubky(&del(100, "/pub/old.txt"))),
             format!("id: 0000000000034\nevent: DEL\ndata: pubky://{ALICE}/pub/old.txt\ndata: cursor: 100\n\n")
         );
+        for path in ["/pub/a\nb", "/pub/abcdefgh\r", "/pub/\nabcdefghijkl"] {
+            let frame = text(pubky(&del(1, path)));
+            assert_eq!(frame.matches('\n').count(), 5, "{frame:?}");
+            assert!(!frame.contains('\r'), "{frame:?}");
+        }
         assert_eq!(
             text(pubky(&del(1, "/pub/a\nb"))),
             format!("id: 0000000000001\nevent: DEL\ndata: pubky://{ALICE}/pub/a%0Ab\ndata: cursor: 1\n\n")
@@ -504,6 +600,26 @@ mod tests {
             let mut out = BytesMut::new();
             put_json_escaped(&mut out, &text);
             prop_assert_eq!(std::str::from_utf8(&out).unwrap(), escaped_slowly(&text));
+        }
+
+        #[test]
+        fn the_hash_is_base64(hash: [u8; 32]) {
+            let mut out = BytesMut::new();
+            put_hash(&mut out, &hash);
+            prop_assert_eq!(std::str::from_utf8(&out).unwrap(), hash_base64(&hash));
+        }
+
+        /// Frames too long for the stack buffer come out the same way.
+        #[test]
+        fn long_frames(path in "/pub/[a-z\"é]{500,900}", kind: bool) {
+            let event = if kind { put(7, &path) } else { del(7, &path) };
+            let frame = text(native(&event));
+            let data = frame.lines().nth(2).expect("data line").strip_prefix("data: ").expect("data");
+            let json: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
+            prop_assert_eq!(json["path"].as_str(), Some(path.as_str()));
+            let pubky = text(pubky(&event));
+            let line = format!("data: pubky://{ALICE}{path}\n");
+            prop_assert!(pubky.contains(&line));
         }
     }
 }

@@ -26,6 +26,24 @@ pub use writer::{CommitListener, Op, WriteTxn, Writer, WriterThread};
 
 use crate::store::StoreError;
 
+/// A thread the log cannot do without (the writer, the fan-out) panicked or could not start:
+/// say so and stop the process, non-zero, for its supervisor to restart it. Carrying on would
+/// leave a server that refuses every write (503) or delivers nothing, for ever. Committed
+/// writes are durable; an uncommitted batch was never acknowledged.
+pub(crate) fn fatal(what: &str, panic: &(dyn std::any::Any + Send)) -> ! {
+    let reason = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    tracing::error!("{what} failed ({reason}): stopping the server");
+    eprintln!("hearth: {what} failed ({reason}): stopping the server");
+    std::process::exit(EXIT_FATAL)
+}
+
+/// The exit status of a server stopped by `fatal` (EX_SOFTWARE).
+pub const EXIT_FATAL: i32 = 70;
+
 /// Why reading the log failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
