@@ -92,14 +92,13 @@ pub fn authorize_write(
     user: &str,
     path: &str,
 ) -> Result<()> {
-    let session = session_for(state, headers, user)?;
-    if session.user != user {
+    let (owner, capabilities) = write_session(state, headers, user)?;
+    if owner != user {
         return Err(Error::Forbidden(format!(
-            "this session belongs to {}, not to {user}: it cannot write there",
-            session.user
+            "this session belongs to {owner}, not to {user}: it cannot write there"
         )));
     }
-    let allowed = session.capabilities.iter().any(|cap| {
+    let allowed = capabilities.iter().any(|cap| {
         let scope = cap.scope().as_str();
         let covers = if scope.ends_with('/') {
             path.starts_with(scope)
@@ -115,6 +114,30 @@ pub fn authorize_write(
             "the session has no write capability covering {path}"
         )))
     }
+}
+
+/// What a write needs of the request's session: its user and capabilities (`session_for`,
+/// without the cookie record's public key decompressed).
+fn write_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &str,
+) -> Result<(String, Vec<Capability>)> {
+    if let Some(session) = bearer_session(state, headers)? {
+        return Ok((session.user, session.capabilities));
+    }
+    let secret = cookie(headers, user)
+        .ok_or_else(|| Error::Unauthorized(format!("no session for {user}: sign in first")))?;
+    let (owner, capabilities) = state
+        .files
+        .cookie_session(secret)?
+        .ok_or_else(|| Error::Unauthorized("the session has expired or was signed out".into()))?;
+    if owner != user {
+        return Err(Error::Forbidden(format!(
+            "this session belongs to {owner}, not to {user}"
+        )));
+    }
+    Ok((owner, capabilities))
 }
 
 /// The session a request's `Authorization: Bearer` proves, if it proves one. A header that is
