@@ -53,6 +53,9 @@ pub struct Config {
     pub keepalive_secs: u64,
     /// How many `sub` patterns one firehose connection may have.
     pub max_patterns: usize,
+    /// How many bytes of request bodies may be held in memory at once (received and waiting
+    /// for their commit); a PUT beyond it waits before its body is read.
+    pub max_body_bytes_in_flight: u64,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             map_size: 64 << 30,
             keepalive_secs: 15,
             max_patterns: 100,
+            max_body_bytes_in_flight: 64 << 20,
         }
     }
 }

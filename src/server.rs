@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
+use crate::files::content::InFlight;
 use crate::files::Files;
 use crate::http::{self, AppState};
 use crate::identity::{self, IdentityError};
@@ -49,6 +50,7 @@ pub struct Server {
     public_key: String,
     files: Files,
     log: EventLog,
+    bodies: InFlight,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
@@ -99,6 +101,7 @@ impl Server {
             .transpose()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let bodies = InFlight::new(config.max_body_bytes_in_flight);
         let state = AppState {
             files: files.clone(),
             log: log.clone(),
@@ -107,6 +110,7 @@ impl Server {
             server_key: public_key.clone().into(),
             shutdown: shutdown_rx.clone(),
             hub: Arc::clone(&hub),
+            bodies: bodies.clone(),
         };
         // Event streams never end by themselves: close them when shutdown begins, so that the
         // graceful shutdown below can finish.
@@ -150,6 +154,7 @@ impl Server {
             public_key,
             files,
             log,
+            bodies,
             shutdown,
             task,
         })
@@ -180,6 +185,11 @@ impl Server {
     /// The homeserver's state being served, for reading what is committed (tests, tools).
     pub fn files(&self) -> &Files {
         &self.files
+    }
+
+    /// The most bytes of request bodies held in memory at once so far.
+    pub fn body_bytes_peak(&self) -> u64 {
+        self.bodies.peak_bytes()
     }
 
     /// The event log being served.
