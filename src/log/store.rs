@@ -543,4 +543,89 @@ mod tests {
         assert_eq!(append(&store, &log, del("/pub/c")).seq, 2);
         assert_eq!(seqs(&log, 0, 10), vec![1, 2]);
     }
+
+    const CAROL: &str = "pxnu33x7jtpx9ar1ytsi4yxbp6a5o36gwhffs8zoxmbuptici1jy";
+
+    /// Replay in batches of `max` until done, as a feed does; what it visited, in order.
+    fn replayed(
+        log: &EventLog,
+        after: u64,
+        users: Option<&[(&str, u64)]>,
+        max: usize,
+    ) -> (Vec<u64>, u64) {
+        let mut seen = Vec::new();
+        let mut position = after;
+        loop {
+            let read = log
+                .replay(position, users, max, |e| {
+                    seen.push(e.seq);
+                    true
+                })
+                .expect("replay");
+            assert!(read.reached >= position, "a read never goes back");
+            position = read.reached;
+            if read.done {
+                return (seen, position);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Per-user replay visits exactly what a scan of the whole log filtered by user and
+        /// floor visits, in the same order, whatever the batch size; and a done read reaches
+        /// the newest sequence.
+        #[test]
+        fn per_user_replay_is_a_filtered_full_scan(
+            writers in proptest::collection::vec(0..3usize, 1..80),
+            chosen in proptest::collection::vec(proptest::option::of(0..90u64), 3),
+            after in 0..90u64,
+            max in 1..20usize,
+        ) {
+            let (_dir, store, log) = temp_log();
+            let users = [ALICE, BOB, CAROL];
+            for (i, &w) in writers.iter().enumerate() {
+                append(&store, &log, del_of(users[w], &format!("/pub/{i}")));
+            }
+            let newest = writers.len() as u64;
+            let after = after.min(newest);
+            let scope: Vec<(&str, u64)> = chosen
+                .iter()
+                .zip(users)
+                .filter_map(|(floor, user)| floor.map(|f| (user, f)))
+                .collect();
+            let mut expected = Vec::new();
+            log.scan(after, usize::MAX, |e| {
+                if scope.iter().any(|&(u, f)| u == e.user() && e.seq > f) {
+                    expected.push(e.seq);
+                }
+                true
+            }).expect("scan");
+            let (seen, reached) = replayed(&log, after, Some(&scope), max);
+            proptest::prop_assert_eq!(seen, expected);
+            proptest::prop_assert_eq!(reached, newest.max(after));
+            let (all, reached) = replayed(&log, after, None, max);
+            proptest::prop_assert_eq!(all, ((after + 1)..=newest).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(reached, newest.max(after));
+        }
+    }
+
+    #[test]
+    fn replay_stops_where_the_visitor_says() {
+        let (_dir, store, log) = temp_log();
+        for i in 1..=6u64 {
+            let user = if i % 2 == 0 { BOB } else { ALICE };
+            append(&store, &log, del_of(user, &format!("/pub/{i}")));
+        }
+        let mut seen = Vec::new();
+        let read = log
+            .replay(0, Some(&[(ALICE, 0), (BOB, 3)]), 100, |e| {
+                seen.push(e.seq);
+                e.seq < 4
+            })
+            .unwrap();
+        assert_eq!(seen, vec![1, 3, 4]);
+        assert_eq!((read.reached, read.done), (4, false));
+        let read = log.replay(6, None, 100, |_| true).unwrap();
+        assert_eq!((read.reached, read.done), (6, true));
+    }
 }
