@@ -80,9 +80,10 @@ fn feed_page(log: &EventLog, cursor: u64, limit: usize) -> Result<String> {
     let mut last = None;
     let mut count = 0;
     if limit > 0 {
-        log.scan(cursor, usize::MAX, |event| {
+        // Borrowed records, one read transaction: nothing allocated per event.
+        log.replay(cursor, None, usize::MAX, |event| {
             if event.path().starts_with(crate::path::PUBLIC_ROOT) {
-                frame::feed_line(&mut body, &event);
+                frame::feed_line_ref(&mut body, event);
                 body.push('\n');
                 last = Some(event.seq);
                 count += 1;

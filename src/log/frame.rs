@@ -46,21 +46,22 @@ trait Sink {
 }
 
 impl Sink for BytesMut {
+    #[inline]
     fn put(&mut self, bytes: &[u8]) {
         self.put_slice(bytes);
     }
 }
 
-/// A frame is first written into a stack buffer and then copied once into the batch: one
-/// capacity check and one copy instead of one per piece. A frame too big for it (a very long
-/// path) is written again straight into the batch.
+/// A frame is first written into a buffer on the stack and then copied once into the batch:
+/// one capacity check and one copy instead of one per field. A frame too big for it (a very
+/// long path) is written again straight into the batch.
 struct Stack {
     buf: [u8; STACK_FRAME],
     len: usize,
     overflow: bool,
 }
 
-const STACK_FRAME: usize = 640;
+const STACK_FRAME: usize = 512;
 
 impl Sink for Stack {
     #[inline]
@@ -75,26 +76,27 @@ impl Sink for Stack {
     }
 }
 
-/// Encode with `write` into a stack buffer, then append to `out` (or straight into `out` if
-/// the frame does not fit).
-#[inline]
-fn via_stack(out: &mut BytesMut, write: impl Fn(&mut dyn Sink)) {
-    let mut stack = Stack {
-        buf: [0; STACK_FRAME],
-        len: 0,
-        overflow: false,
-    };
-    write(&mut stack);
-    if stack.overflow {
-        write(out);
-    } else {
-        out.put_slice(&stack.buf[..stack.len]);
+impl Stack {
+    fn new() -> Stack {
+        Stack {
+            buf: [0; STACK_FRAME],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    /// Append what was written to `out`; false if it did not fit (nothing appended).
+    fn finish(&self, out: &mut BytesMut) -> bool {
+        if !self.overflow {
+            out.put_slice(&self.buf[..self.len]);
+        }
+        !self.overflow
     }
 }
 
 /// Standard base64 (padded) of a BLAKE3 hash: 44 characters. By hand, for this one fixed
 /// size: it is in every PUT frame.
-fn put_hash(out: &mut dyn Sink, hash: &[u8; 32]) {
+fn put_hash<S: Sink>(out: &mut S, hash: &[u8; 32]) {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut text = [b'='; 44];
     for (group, chunk) in hash.chunks(3).enumerate() {
@@ -115,7 +117,7 @@ fn put_hash(out: &mut dyn Sink, hash: &[u8; 32]) {
     out.put(&text);
 }
 
-fn put_id(out: &mut dyn Sink, seq: u64) {
+fn put_id<S: Sink>(out: &mut S, seq: u64) {
     let mut id = [0u8; ID_LEN];
     encode_into(seq, &mut id);
     out.put(&id);
@@ -139,10 +141,14 @@ pub fn native(event: &Event) -> Bytes {
 /// Hearth's frame of `event`, appended to `out`.
 pub(crate) fn native_into(out: &mut BytesMut, event: EventRef<'_>) {
     let clean = !needs_json_escape(event.key.as_bytes());
-    via_stack(out, |sink| write_native(sink, event, clean));
+    let mut stack = Stack::new();
+    write_native(&mut stack, event, clean);
+    if !stack.finish(out) {
+        write_native(out, event, clean);
+    }
 }
 
-fn write_native(out: &mut dyn Sink, event: EventRef<'_>, clean: bool) {
+fn write_native<S: Sink>(out: &mut S, event: EventRef<'_>, clean: bool) {
     out.put(b"id: ");
     put_id(out, event.seq);
     out.put(b"\nevent: ");
@@ -208,10 +214,14 @@ pub fn pubky(event: &Event) -> Bytes {
 
 /// Pubky's frame of `event`, appended to `out`.
 pub(crate) fn pubky_into(out: &mut BytesMut, event: EventRef<'_>) {
-    via_stack(out, |sink| write_pubky(sink, event));
+    let mut stack = Stack::new();
+    write_pubky(&mut stack, event);
+    if !stack.finish(out) {
+        write_pubky(out, event);
+    }
 }
 
-fn write_pubky(out: &mut dyn Sink, event: EventRef<'_>) {
+fn write_pubky<S: Sink>(out: &mut S, event: EventRef<'_>) {
     out.put(b"id: ");
     put_id(out, event.seq);
     out.put(b"\nevent: ");
@@ -228,11 +238,6 @@ fn write_pubky(out: &mut dyn Sink, event: EventRef<'_>) {
 }
 
 /// One line of Pubky's `/events/` feed: `PUT pubky://<z32><path>`.
-pub fn feed_line(out: &mut String, event: &Event) {
-    feed_line_ref(out, event.as_ref());
-}
-
-/// One line of the feed, from a borrowed event.
 pub(crate) fn feed_line_ref(out: &mut String, event: EventRef<'_>) {
     out.push_str(event.kind.as_str());
     out.push_str(" pubky://");
@@ -301,7 +306,7 @@ fn has_line_break(bytes: &[u8]) -> bool {
     found != 0 || chunks.remainder().iter().any(|&b| b == b'\r' || b == b'\n')
 }
 
-fn put_decimal(out: &mut dyn Sink, value: u64) {
+fn put_decimal<S: Sink>(out: &mut S, value: u64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
     let mut rest = value;
@@ -316,7 +321,7 @@ fn put_decimal(out: &mut dyn Sink, value: u64) {
     out.put(&buf[at..]);
 }
 
-fn put_json_string(out: &mut dyn Sink, text: &str) {
+fn put_json_string<S: Sink>(out: &mut S, text: &str) {
     out.put(b"\"");
     put_json_escaped(out, text);
     out.put(b"\"");
@@ -324,7 +329,7 @@ fn put_json_string(out: &mut dyn Sink, text: &str) {
 
 /// JSON string escaping: `"` and `\` escaped, control characters as `\n`-style or `\u00XX`;
 /// everything else (all other UTF-8) passes through unchanged. A clean string is one copy.
-fn put_json_escaped(out: &mut dyn Sink, text: &str) {
+fn put_json_escaped<S: Sink>(out: &mut S, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     if !needs_json_escape(bytes) {
@@ -361,7 +366,7 @@ fn put_json_escaped(out: &mut dyn Sink, text: &str) {
 
 /// SSE ends a line at CR or LF; paths never hold them (control characters are refused), but a
 /// frame must not break even if one did.
-fn put_line_safe(out: &mut dyn Sink, text: &str) {
+fn put_line_safe<S: Sink>(out: &mut S, text: &str) {
     let bytes = text.as_bytes();
     if !has_line_break(bytes) {
         out.put(bytes);
@@ -557,7 +562,7 @@ mod tests {
             format!("id: 0000000000001\nevent: DEL\ndata: pubky://{ALICE}/pub/a%0Ab\ndata: cursor: 1\n\n")
         );
         let mut line = String::new();
-        feed_line(&mut line, &del(1, "/pub/x"));
+        feed_line_ref(&mut line, del(1, "/pub/x").as_ref());
         assert_eq!(line, format!("DEL pubky://{ALICE}/pub/x"));
     }
 

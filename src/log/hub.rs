@@ -656,6 +656,8 @@ impl Feed {
                 .map(|users| users.iter().map(|(u, f)| (u.as_str(), *f)).collect());
             let mut out = BytesMut::new();
             let mut events = 0u64;
+            // Reading by user, each user's range already starts after its floor.
+            let floors = floors.filter(|_| scope.is_none());
             let replayed = log.replay(after, scope.as_deref(), SCAN_EVENTS, |event| {
                 let wanted = patterns.matches(event.key)
                     && floors.as_deref().is_none_or(|floors| {
