@@ -6,25 +6,41 @@
 //! hyper reads only when asked, cut into SSE frames on blank lines. Frames are handed out as
 //! borrowed slices; nothing is allocated per event.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{ACCEPT, HOST};
 use hyper::{Method, Request};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::client::{connect_socket, Target};
 use super::LoadError;
 
 /// A frame longer than this is a protocol error, not something to buffer forever.
 const MAX_FRAME: usize = 1 << 20;
+/// How much of the body one read takes from what has already arrived.
+const READ_AHEAD: usize = 64 << 10;
+
+/// The connection of a stream, driven by the stream's own reads (not a task of its own): a
+/// body chunk goes from the socket to the frames without a hand-over between tasks.
+type Connection =
+    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>>>;
 
 /// One subscriber's connection, past the response head.
 pub struct SseStream {
     /// Kept for the connection's life (dropping it may close the connection).
     _sender: SendRequest<Empty<Bytes>>,
+    connection: Connection,
+    /// The connection future finished (the server closed).
+    closed: bool,
     body: Incoming,
     /// Body bytes not yet cut into frames.
     buf: Vec<u8>,
@@ -140,10 +156,7 @@ impl SseStream {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|err| LoadError::Http(format!("HTTP handshake: {err}")))?;
-        // The connection task ends when the server closes or the stream is dropped.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut connection: Connection = Box::pin(connection);
         let mut request = Request::builder()
             .method(Method::GET)
             .uri(target.path(path_and_query))
@@ -155,21 +168,33 @@ impl SseStream {
         let request = request
             .body(Empty::new())
             .map_err(|err| LoadError::Http(format!("building a request: {err}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| LoadError::Http(format!("GET {path_and_query}: {err}")))?;
+        // The connection is driven here, beside the request, until the response head is in.
+        let sent = sender.send_request(request);
+        tokio::pin!(sent);
+        let response = loop {
+            tokio::select! {
+                response = &mut sent => break response,
+                _ = &mut connection => {
+                    return Err(LoadError::Http(format!(
+                        "GET {path_and_query}: the server closed before answering"
+                    )))
+                }
+            }
+        }
+        .map_err(|err| LoadError::Http(format!("GET {path_and_query}: {err}")))?;
         let status = response.status();
         if !status.is_success() {
             // Read a little of the body: the message says what was wrong.
-            let body = tokio::time::timeout(
-                Duration::from_millis(500),
-                Limited::new(response.into_body(), 64 << 10).collect(),
-            )
+            let read = Limited::new(response.into_body(), 64 << 10).collect();
+            let body = tokio::time::timeout(Duration::from_millis(500), async {
+                tokio::select! {
+                    body = read => body.ok().map(|body| body.to_bytes()),
+                    _ = &mut connection => None,
+                }
+            })
             .await
             .ok()
-            .and_then(Result::ok)
-            .map(|body| body.to_bytes())
+            .flatten()
             .unwrap_or_default();
             return Err(LoadError::Http(format!(
                 "GET {path_and_query} answered {status}: {}",
@@ -178,6 +203,8 @@ impl SseStream {
         }
         Ok(SseStream {
             _sender: sender,
+            connection,
+            closed: false,
             body: response.into_body(),
             buf: Vec::new(),
             ended: false,
@@ -194,22 +221,41 @@ impl SseStream {
         if self.ended {
             return Ok(false);
         }
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Drive the connection and take the body chunks it has, up to `READ_AHEAD` bytes, all in
+    /// this task; ready once something came (or the body ended).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, LoadError>> {
+        let mut got = false;
         loop {
-            match self.body.frame().await {
-                None => {
-                    self.ended = true;
-                    return Ok(false);
-                }
-                Some(Err(err)) => {
-                    return Err(LoadError::Http(format!("reading the stream: {err}")));
-                }
-                Some(Ok(frame)) => {
-                    // Trailers carry no data: wait for the next frame.
+            if !self.closed && self.connection.as_mut().poll(cx).is_ready() {
+                self.closed = true;
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers carry no data.
                     if let Ok(data) = frame.into_data() {
                         self.buf.extend_from_slice(&data);
-                        return Ok(true);
+                        got = true;
+                        if self.buf.len() >= READ_AHEAD {
+                            return Poll::Ready(Ok(true));
+                        }
                     }
                 }
+                Poll::Ready(Some(Err(err))) => {
+                    return Poll::Ready(Err(LoadError::Http(format!("reading the stream: {err}"))));
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return Poll::Ready(Ok(false));
+                }
+                Poll::Pending if got => return Poll::Ready(Ok(true)),
+                Poll::Pending if self.closed => {
+                    self.ended = true;
+                    return Poll::Ready(Ok(false));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
