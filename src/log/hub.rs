@@ -984,21 +984,33 @@ mod tests {
                 PatternSet::new(refs.iter().map(|p| Pattern::parse(p).expect("pattern")))
                     .matches(&key)
             };
-            let mut done = false;
-            while !done {
-                match tokio::time::timeout(Duration::from_secs(30), feed.next(u64::MAX))
-                    .await
-                    .expect("the feed goes on")
-                    .expect("next")
-                {
-                    Step::Frames { bytes, .. } => got.extend(ids(&bytes)),
-                    Step::CaughtUp | Step::Idle => {}
-                    Step::Closed => panic!("closed"),
-                }
-                done = writer.is_finished() && {
+            // Read until the writer is done and its last wanted event arrived. A step that
+            // waits is given up after a moment to look again (the writer may have finished
+            // meanwhile); dropping a pending step loses nothing (the feed's position only moves
+            // with what it hands out). The guard only fails a stalled feed.
+            let guard = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let finished = writer.is_finished() && {
                     let last = f.log.last_seq().expect("last");
                     got.last().copied() >= (1..=last).rev().find(|&s| wanted(s))
                 };
+                if finished {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < guard,
+                    "the feed stalled after {got:?}"
+                );
+                let step =
+                    tokio::time::timeout(Duration::from_millis(100), feed.next(u64::MAX)).await;
+                match step {
+                    Err(_) => {}
+                    Ok(step) => match step.expect("next") {
+                        Step::Frames { bytes, .. } => got.extend(ids(&bytes)),
+                        Step::CaughtUp | Step::Idle => {}
+                        Step::Closed => panic!("closed"),
+                    },
+                }
             }
             writer.join().expect("writer");
             let last = f.log.last_seq().expect("last");

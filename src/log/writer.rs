@@ -342,6 +342,7 @@ mod tests {
         mark: Vec<u8>,
         fail: bool,
         gate: Option<(std_mpsc::Sender<()>, Mutex<std_mpsc::Receiver<()>>)>,
+        weight: u64,
     }
 
     impl Append {
@@ -352,6 +353,7 @@ mod tests {
                 mark: vec![1],
                 fail,
                 gate: None,
+                weight: 0,
             }
         }
     }
@@ -380,6 +382,70 @@ mod tests {
             }
             Ok(seq)
         }
+
+        fn weight(&self) -> u64 {
+            self.weight
+        }
+    }
+
+    /// Ops queued behind a busy writer: the small ones commit together, and one heavier than
+    /// a batch's bytes waits for the next batch, alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heavy_op_commits_alone_after_the_small_ones() {
+        let (_dir, store, log) = temp_log();
+        let meta = store.meta_table();
+        let commits: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
+        let seen = Arc::clone(&commits);
+        let listener: CommitListener = Arc::new(move |events: Vec<Arc<Event>>| {
+            let seqs = events.iter().map(|e| e.seq).collect();
+            seen.lock().expect("commits").push(seqs);
+        });
+        let (writer, thread) = Writer::start(&store, log.clone(), listener).expect("writer");
+        let (started_tx, started) = std_mpsc::channel();
+        let (release, gate) = std_mpsc::channel();
+        let mut blocker = Append::new(meta, "/pub/blocker", false);
+        blocker.gate = Some((started_tx, Mutex::new(gate)));
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.submit(blocker).await }
+        });
+        tokio::task::spawn_blocking(move || started.recv())
+            .await
+            .expect("join")
+            .expect("the blocker runs");
+        let mut heavy = Append::new(meta, "/pub/heavy", false);
+        heavy.weight = MAX_BATCH_BYTES + 1;
+        let queued = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                futures_util::future::join_all([
+                    writer.submit(Append::new(meta, "/pub/a", false)),
+                    writer.submit(heavy),
+                    writer.submit(Append::new(meta, "/pub/b", false)),
+                    writer.submit(Append::new(meta, "/pub/c", false)),
+                ])
+                .await
+            }
+        });
+        while writer.jobs.max_capacity() - writer.jobs.capacity() < 4 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).expect("release the blocker");
+        assert_eq!(first.await.expect("join").expect("blocker commits"), 1);
+        let results: Vec<u64> = queued
+            .await
+            .expect("join")
+            .into_iter()
+            .map(|r| r.expect("commits"))
+            .collect();
+        assert_eq!(results, vec![2, 5, 3, 4], "a, heavy, b, c");
+        assert_eq!(
+            *commits.lock().expect("commits"),
+            vec![vec![1], vec![2, 3, 4], vec![5]]
+        );
+        assert_eq!(log.last_seq().expect("last seq"), 5);
+        drop(writer);
+        thread.join();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
