@@ -171,14 +171,14 @@ impl SseStream {
         // The connection is driven here, beside the request, until the response head is in.
         let sent = sender.send_request(request);
         tokio::pin!(sent);
-        let response = loop {
-            tokio::select! {
-                response = &mut sent => break response,
-                _ = &mut connection => {
-                    return Err(LoadError::Http(format!(
-                        "GET {path_and_query}: the server closed before answering"
-                    )))
-                }
+        let response = tokio::select! {
+            // An answer that came with the connection's close is still the answer.
+            biased;
+            response = &mut sent => response,
+            _ = &mut connection => {
+                return Err(LoadError::Http(format!(
+                    "GET {path_and_query}: the server closed before answering"
+                )))
             }
         }
         .map_err(|err| LoadError::Http(format!("GET {path_and_query}: {err}")))?;
