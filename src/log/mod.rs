@@ -2,13 +2,16 @@
 //!
 //! - `event`: one committed change (`Event`) and its stored record;
 //! - `store`: the log's LMDB tables (the events by sequence, the `by_user` index, the last
-//!   sequence in `meta`), the append the writer's ops call inside their transaction, and the
-//!   scans readers use;
+//!   sequence in `meta`), the appends the writer's ops make inside their transaction, and the
+//!   scans readers use (`replay`: borrowed records, the whole log or some users' events);
 //! - `subscriptions`: patterns and the tables that find an event's subscribers by its key;
-//! - `hub`: mailboxes and feeds, live events joined to replay without a gap;
+//! - `hub`: the fan-out thread (it owns the tables and the mailboxes, and the keep-alive clock),
+//!   and feeds, live events joined to replay without a gap;
 //! - `frame`: the bytes of an event on the wire, encoded once;
 //! - `writer`: the one writer thread. Every change, whoever makes it, is an `Op` applied in a
 //!   group commit; the events an op appends get their sequence numbers in that transaction.
+//!
+//! A panic in the writer or the fan-out thread stops the process (`fatal`).
 //!
 //! The log knows no files and no HTTP: file writes and (later) source ingest both append to
 //! it, and the HTTP layer serves it. Below it is only the store's environment.
