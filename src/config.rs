@@ -67,7 +67,7 @@ pub struct Config {
     pub retain_days: Option<f64>,
     /// Request-count limits, Pubky's `[[rate_limits]]` tables (TOML only).
     pub rate_limits: Vec<RateLimitRule>,
-    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client (TOML only).
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client (`--trusted-proxies`).
     pub trusted_proxies: Vec<String>,
     /// The TLS listener (the server key as an RFC 7250 raw public key); off unless set.
     pub tls_listen: Option<SocketAddr>,
@@ -96,6 +96,9 @@ pub struct Config {
     pub pkarr_relay: Option<Vec<String>>,
     /// Seconds between passes republishing the users' pkarr records; 0 turns it off.
     pub user_republish_secs: u64,
+    /// How many bytes of request bodies may be held in memory at once (received and waiting
+    /// for their commit); a PUT beyond it waits before its body is read.
+    pub max_body_bytes_in_flight: u64,
 }
 
 impl Default for Config {
@@ -130,6 +133,7 @@ impl Default for Config {
             pkarr_bootstrap: None,
             pkarr_relay: None,
             user_republish_secs: crate::pkarr::republisher::DEFAULT_INTERVAL.as_secs(),
+            max_body_bytes_in_flight: 64 << 20,
         }
     }
 }
@@ -192,6 +196,10 @@ pub struct ServeArgs {
     /// [default: none: the socket's peer is the client]
     #[arg(long, env = "HEARTH_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Bytes of request bodies held in memory at once; a PUT beyond it waits before its body
+    /// is read [default: 67108864]
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES_IN_FLIGHT")]
+    pub max_body_bytes_in_flight: Option<u64>,
     /// Address of the TLS listener, the server key as a raw public key (off unless set)
     #[arg(long, env = "HEARTH_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -267,6 +275,7 @@ impl Config {
             retain_events,
             retain_days,
             trusted_proxies,
+            max_body_bytes_in_flight,
             tls_listen,
             head_timeout_secs,
             idle_timeout_secs,
@@ -330,6 +339,9 @@ impl Config {
         }
         if let Some(v) = trusted_proxies {
             config.trusted_proxies = v;
+        }
+        if let Some(v) = max_body_bytes_in_flight {
+            config.max_body_bytes_in_flight = v;
         }
         if tls_listen.is_some() {
             config.tls_listen = tls_listen;

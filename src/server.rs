@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
 use crate::datadir::{DataDirError, DataDirLock};
+use crate::files::content::InFlight;
 use crate::files::Files;
 use crate::http::serve::{self, Listener};
 use crate::http::{self, AppState};
@@ -65,6 +66,7 @@ pub struct Server {
     user_passes: Option<watch::Receiver<Option<Summary>>>,
     files: Files,
     log: EventLog,
+    bodies: InFlight,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
@@ -94,7 +96,7 @@ impl Server {
         let log = EventLog::open(&store)?;
         let files = Files::open(&store)?;
 
-        let hub = Hub::new(log.last_seq()?, DEFAULT_MAILBOX);
+        let hub = Hub::new(log.last_seq()?, DEFAULT_MAILBOX, config.keepalive());
         let publisher = Arc::clone(&hub);
         let on_commit: CommitListener = Arc::new(move |events| publisher.publish(events));
         let (writer, writer_thread) = Writer::start(&store, log.clone(), on_commit)?;
@@ -153,6 +155,7 @@ impl Server {
         };
         let published = beacon.as_ref().map(Beacon::published);
         let user_passes = beacon.as_ref().map(Beacon::user_passes);
+        let bodies = InFlight::new(config.max_body_bytes_in_flight);
         let state = AppState {
             files: files.clone(),
             log: log.clone(),
@@ -161,6 +164,7 @@ impl Server {
             server_key: public_key.clone().into(),
             shutdown: shutdown_rx.clone(),
             hub: Arc::clone(&hub),
+            bodies: bodies.clone(),
         };
         // Event streams never end by themselves: close them when shutdown begins, so that the
         // graceful shutdown below can finish.
@@ -258,6 +262,7 @@ impl Server {
             user_passes,
             files,
             log,
+            bodies,
             shutdown,
             task,
         })
@@ -308,6 +313,11 @@ impl Server {
     /// The homeserver's state being served, for reading what is committed (tests, tools).
     pub fn files(&self) -> &Files {
         &self.files
+    }
+
+    /// The most bytes of request bodies held in memory at once so far.
+    pub fn body_bytes_peak(&self) -> u64 {
+        self.bodies.peak_bytes()
     }
 
     /// The event log being served.

@@ -188,9 +188,9 @@ pub fn stream_lagged() {
     counter!(names::STREAMS_LAGGED).increment(1);
 }
 
-/// An event was handed to a stream.
-pub fn event_delivered() {
-    counter!(names::EVENTS_DELIVERED).increment(1);
+/// Events handed to a stream (counted once per batch the stream writes, never per event).
+pub fn events_delivered(events: u64) {
+    counter!(names::EVENTS_DELIVERED).increment(events);
 }
 
 /// A rate limit refused a request.

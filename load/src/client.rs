@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use pubky_common::auth::AuthToken;
 use pubky_common::capabilities::{Capabilities, Capability};
 use pubky_common::crypto::Keypair;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::LoadError;
 
@@ -110,17 +110,39 @@ pub struct Conn {
     target: Target,
 }
 
+/// A TCP connection to `target`, as every request of the tool (PUTs and streams alike) uses
+/// it: Nagle off, and `recv_buffer` (if given) as the socket's receive buffer.
+pub(crate) async fn connect_socket(
+    target: &Target,
+    recv_buffer: Option<u32>,
+) -> Result<TokioIo<TcpStream>, LoadError> {
+    let io = |what: &str, err: std::io::Error| LoadError::Http(format!("{what}: {err}"));
+    let socket = if target.addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|err| io("creating a socket", err))?;
+    if let Some(size) = recv_buffer {
+        socket
+            .set_recv_buffer_size(size)
+            .map_err(|err| io("setting SO_RCVBUF", err))?;
+    }
+    let stream = tokio::time::timeout(REQUEST_TIMEOUT, socket.connect(target.addr))
+        .await
+        .map_err(|_| LoadError::Http(format!("connecting to {} timed out", target.addr)))?
+        .map_err(|err| io(&format!("connecting to {}", target.addr), err))?;
+    // Small requests: don't let Nagle hold a PUT back waiting for an ACK.
+    stream
+        .set_nodelay(true)
+        .map_err(|err| io("setting TCP_NODELAY", err))?;
+    Ok(TokioIo::new(stream))
+}
+
 impl Conn {
     pub async fn connect(target: &Target) -> Result<Conn, LoadError> {
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(target.addr))
-            .await
-            .map_err(|_| LoadError::Http(format!("connecting to {} timed out", target.addr)))?
-            .map_err(|err| LoadError::Http(format!("connecting to {}: {err}", target.addr)))?;
-        // Small requests: don't let Nagle hold a PUT back waiting for an ACK.
-        stream
-            .set_nodelay(true)
-            .map_err(|err| LoadError::Http(format!("setting TCP_NODELAY: {err}")))?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let io = connect_socket(target, None).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|err| LoadError::Http(format!("HTTP handshake: {err}")))?;
         // The connection task ends when `sender` is dropped or the server closes.

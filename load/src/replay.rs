@@ -37,6 +37,10 @@ pub struct ReplayArgs {
     /// Stop an endpoint's pass after this many seconds.
     #[arg(long, default_value_t = 300.0)]
     pub max_seconds: f64,
+    /// Users per `/events-stream` request (1 to 50): 1 measures one user's replay, which
+    /// costs that user's events on a server with a per-user index.
+    #[arg(long, default_value_t = 50)]
+    pub per_stream: usize,
 }
 
 /// What one pass read.
@@ -52,6 +56,7 @@ pub(crate) async fn run(context: &Context, args: &ReplayArgs) -> Result<Report, 
     let page = bounded("page", args.page, 1, 1000)?;
     let max_events = bounded("max-events", args.max_events, 1, 1_000_000_000)?;
     let limit = seconds("max-seconds", args.max_seconds, 3600.0)?;
+    let per_stream = bounded("per-stream", args.per_stream, 1, 50)?;
     let via = if args.via.is_empty() {
         vec![Via::Firehose, Via::Events, Via::EventsStream]
     } else {
@@ -76,7 +81,7 @@ pub(crate) async fn run(context: &Context, args: &ReplayArgs) -> Result<Report, 
                     // The users come from /events/; read it (untimed) if it was not asked for.
                     None => events(context, 1000, max_events, limit).await?.1,
                 };
-                let pass = events_stream(context, &known, max_events, limit).await?;
+                let pass = events_stream(context, &known, per_stream, max_events, limit).await?;
                 users = Some(known);
                 ("events-stream", pass)
             }
@@ -238,10 +243,11 @@ async fn events(
     Ok((pass, users))
 }
 
-/// Read `/events-stream?live=false` for every user, 50 users per stream.
+/// Read `/events-stream?live=false` for every user, `per_stream` users per stream.
 async fn events_stream(
     context: &Context,
     users: &BTreeSet<String>,
+    per_stream: usize,
     max_events: u64,
     limit: Duration,
 ) -> Result<Pass, LoadError> {
@@ -255,7 +261,7 @@ async fn events_stream(
         elapsed: Duration::ZERO,
         complete: true,
     };
-    for group in users.chunks(50) {
+    for group in users.chunks(per_stream) {
         let query: Vec<String> = group.iter().map(|u| format!("user={u}")).collect();
         let path = format!("/events-stream?{}&live=false", query.join("&"));
         let (events, bytes, complete) =

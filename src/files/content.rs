@@ -8,6 +8,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -22,6 +24,62 @@ type Result<T, E = FilesError> = std::result::Result<T, E>;
 pub const MEMORY_SPOOL_LIMIT: usize = 1 << 20;
 /// How much of the start of a body is kept for content-type sniffing.
 pub const HEAD_LEN: usize = 512;
+
+/// A bound on the bytes of bodies held in memory at once. A PUT takes its share before it
+/// reads its body (what the body can hold in memory: its declared length up to
+/// `MEMORY_SPOOL_LIMIT`, beyond which it goes to a spool file) and gives it back once its
+/// write is answered, so bodies queued for the writer never hold more than the budget.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    /// One permit per KiB.
+    permits: Arc<tokio::sync::Semaphore>,
+    budget_kib: u32,
+    /// The most KiB ever taken at once.
+    peak_kib: Arc<AtomicU32>,
+}
+
+/// A share of the budget, given back when dropped.
+#[derive(Debug)]
+pub struct Share {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    pub fn new(budget_bytes: u64) -> InFlight {
+        let budget_kib = u32::try_from(budget_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
+        InFlight {
+            permits: Arc::new(tokio::sync::Semaphore::new(budget_kib as usize)),
+            budget_kib,
+            peak_kib: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// What a body declared `length` (or none) holds in memory at most, in KiB, within the
+    /// budget (a body alone larger than the whole budget takes all of it).
+    fn share_of(&self, length: Option<u64>) -> u32 {
+        let memory = length
+            .unwrap_or(MEMORY_SPOOL_LIMIT as u64)
+            .min(MEMORY_SPOOL_LIMIT as u64);
+        (memory.div_ceil(1024).max(1) as u32).min(self.budget_kib)
+    }
+
+    /// Wait for the share of a body of `length`.
+    pub async fn take(&self, length: Option<u64>) -> Share {
+        let kib = self.share_of(length);
+        // The semaphore is never closed, so this only waits.
+        let permit = Arc::clone(&self.permits).acquire_many_owned(kib).await.ok();
+        let taken = self.budget_kib - self.permits.available_permits() as u32;
+        self.peak_kib.fetch_max(taken, Ordering::Relaxed);
+        Share { _permit: permit }
+    }
+
+    /// The most bytes of bodies held at once so far (as shares of the budget).
+    pub fn peak_bytes(&self) -> u64 {
+        u64::from(self.peak_kib.load(Ordering::Relaxed)) * 1024
+    }
+}
 
 /// A received body, waiting to be committed.
 #[derive(Debug)]
@@ -186,4 +244,33 @@ pub fn read_stream(files: Files, meta: FileMeta) -> impl Stream<Item = std::io::
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_in_flight_stay_within_the_budget() {
+        let budget = InFlight::new(3 << 20);
+        // Two bodies of 1 MiB and one of unknown length (counted as 1 MiB) fit...
+        let a = budget.take(Some(1 << 20)).await;
+        let b = budget.take(Some(5 << 20)).await;
+        let c = budget.take(None).await;
+        // ...a fourth waits until one of them is answered.
+        let mut d = Box::pin(budget.take(Some(10)));
+        assert!((&mut d).now_or_never().is_none(), "over the budget: waits");
+        drop(b);
+        let d = d.now_or_never().expect("room again");
+        assert_eq!(budget.peak_bytes(), 3 << 20);
+        drop((a, c, d));
+        // A budget smaller than one body still lets that body through, alone.
+        let small = InFlight::new(1000);
+        let only = small.take(Some(1 << 20)).await;
+        assert!(Box::pin(small.take(Some(1))).now_or_never().is_none());
+        drop(only);
+        assert!(Box::pin(small.take(Some(1))).now_or_never().is_some());
+    }
 }

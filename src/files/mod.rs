@@ -129,6 +129,20 @@ impl Files {
         }
     }
 
+    /// What a write needs of a cookie session: its user (z32) and capabilities. Read without
+    /// building the whole `CookieSessionRecord`, whose public key would be decompressed (an
+    /// Ed25519 point, on every write); the key was checked when the session was made.
+    pub fn cookie_session(
+        &self,
+        secret: &str,
+    ) -> Result<Option<(String, Vec<pubky_common::capabilities::Capability>)>, StoreError> {
+        let txn = self.env.read_txn()?;
+        match self.tables.sessions.get(&txn, secret)? {
+            None => Ok(None),
+            Some(bytes) => cookie_session_view(bytes).map(Some),
+        }
+    }
+
     pub fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let txn = self.env.read_txn()?;
         self.tables
@@ -179,5 +193,59 @@ impl Files {
             .chunks
             .get(&txn, &chunk_key(content_seq, index))?
             .map(bytes::Bytes::copy_from_slice))
+    }
+}
+
+/// The user (z32) and capabilities of a stored `CookieSessionRecord`, its key left as bytes.
+fn cookie_session_view(
+    bytes: &[u8],
+) -> Result<(String, Vec<pubky_common::capabilities::Capability>), StoreError> {
+    /// The fields of `CookieSessionRecord`, in its order, the key as its 32 bytes (postcard
+    /// writes a key as its bytes, in the binary form the record is stored in).
+    #[derive(serde::Deserialize)]
+    struct View<'a> {
+        version: usize,
+        public_key: [u8; 32],
+        _created_at: u64,
+        #[serde(borrow)]
+        _name: &'a str,
+        #[serde(borrow)]
+        _user_agent: &'a str,
+        capabilities: Vec<pubky_common::capabilities::Capability>,
+    }
+    let view: View = postcard::from_bytes(bytes)
+        .map_err(|err| StoreError::Corrupt(format!("session record: {err}")))?;
+    if view.version != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "session record: unknown version {}",
+            view.version
+        )));
+    }
+    Ok((crate::keys::z32_encode(&view.public_key), view.capabilities))
+}
+
+#[cfg(test)]
+mod tests {
+    use pubky_common::capabilities::{Capabilities, Capability};
+    use pubky_common::crypto::Keypair;
+    use pubky_common::session::CookieSessionRecord;
+
+    #[test]
+    fn the_cookie_session_view_reads_what_the_record_holds() {
+        let keypair = Keypair::random();
+        let caps = vec![
+            Capability::read_write("/pub/").expect("cap"),
+            Capability::read_write("/pub/app/x.json").expect("cap"),
+        ];
+        let record = CookieSessionRecord::new(
+            &keypair.public_key(),
+            Capabilities::from(caps.clone()),
+            Some("agent \"007\"".into()),
+        );
+        let (user, capabilities) =
+            super::cookie_session_view(&record.serialize()).expect("decodes");
+        assert_eq!(user, keypair.public_key().z32());
+        assert_eq!(capabilities, caps);
+        assert!(super::cookie_session_view(&[1, 2, 3]).is_err());
     }
 }

@@ -154,6 +154,14 @@ impl Op for FileWrite {
     fn apply(&self, txn: &mut WriteTxn<'_>) -> Result<Written> {
         apply(&self.tables, txn, &self.op)
     }
+
+    /// A file's content is what makes a batch big.
+    fn weight(&self) -> u64 {
+        match &self.op {
+            FileOp::PutFile { size, .. } => *size,
+            _ => 0,
+        }
+    }
 }
 
 fn apply(t: &Tables, txn: &mut WriteTxn<'_>, op: &FileOp) -> Result<Written> {

@@ -72,6 +72,8 @@ pub async fn put(
             )));
         }
     }
+    // Held until the write is answered: bodies waiting for the writer stay within the budget.
+    let _share = state.bodies.take(content_length(&headers)).await;
     let received = receive(body.into_data_stream(), max, &state.files.spool_dir()).await?;
     let content_type = detect_content_type(path.as_str(), &received.head);
     let size = received.size;

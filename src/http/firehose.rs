@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{Error, Result};
-use super::sse::{check_position, last_event_id, sse_headers, stream_body, Format, Plan, RETRY_MS};
+use super::sse::{check_position, last_event_id, sse_headers, stream_body, Plan, RETRY_MS};
 use super::tenant::{parse_flag, query_pairs};
 use super::AppState;
 use crate::ids;
-use crate::log::frame;
+use crate::log::frame::{self, Format};
 use crate::log::hub::Feed;
 use crate::log::subscriptions::{Pattern, PatternSet};
 
@@ -94,13 +94,17 @@ pub async fn firehose(
     if let Some(after) = request.after {
         check_position(&state.log, after)?;
     }
-    let feed = Feed::new(state.log.clone(), subscription, request.after, None);
+    let feed = Feed::new(
+        state.log.clone(),
+        subscription,
+        Format::Native,
+        request.after,
+        None,
+    );
     let plan = Plan {
         feed,
-        format: Format::Native,
         limit: request.limit,
         live: request.live,
-        keepalive: state.config.keepalive(),
         preamble: Some(frame::retry(RETRY_MS)),
         keepalive_frame: frame::KEEP_ALIVE,
     };

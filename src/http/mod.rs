@@ -68,6 +68,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Fans committed events out to the event streams.
     pub hub: Arc<Hub>,
+    /// Bounds the bytes of request bodies held in memory at once.
+    pub bodies: crate::files::content::InFlight,
 }
 
 impl AppState {

@@ -17,13 +17,14 @@ use bytes::Bytes;
 use pubky_common::storage_path::StoragePath;
 
 use super::error::{Error, Result};
-use super::sse::{last_event_id, sse_headers, stream_body, Format, Plan};
+use super::sse::{last_event_id, sse_headers, stream_body, Plan};
 use super::tenant::{parse_flag, query_pairs};
 use super::AppState;
 use crate::keys;
+use crate::log::frame::{self, Format};
 use crate::log::hub::{Feed, Floors};
 use crate::log::subscriptions::{Pattern, PatternSet};
-use crate::log::{frame, Event, EventLog, LogError};
+use crate::log::{Event, EventLog, LogError};
 
 /// `/events/`: events per page unless asked otherwise, and at most.
 const DEFAULT_FEED_LIMIT: usize = 100;
@@ -86,9 +87,10 @@ fn feed_page(log: &EventLog, cursor: u64, limit: usize) -> Result<String> {
     let mut last = None;
     let mut count = 0;
     if limit > 0 {
-        log.scan(cursor, usize::MAX, |event| {
+        // Borrowed records, one read transaction: nothing allocated per event.
+        log.replay(cursor, None, usize::MAX, |event| {
             if event.path().starts_with(crate::path::PUBLIC_ROOT) {
-                frame::feed_line(&mut body, &event);
+                frame::feed_line_ref(&mut body, event);
                 body.push('\n');
                 last = Some(event.seq);
                 count += 1;
@@ -293,13 +295,18 @@ async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
             .collect();
         let after = floors.values().copied().min().unwrap_or(0);
         let subscription = state.hub.subscribe(patterns);
-        let feed = Feed::new(state.log.clone(), subscription, Some(after), Some(floors));
+        let feed = Feed::new(
+            state.log.clone(),
+            subscription,
+            Format::Pubky,
+            Some(after),
+            Some(floors),
+        )
+        .starting_at_oldest_retained();
         stream_body(Plan {
             feed,
-            format: Format::Pubky,
             limit,
             live: request.live,
-            keepalive: state.config.keepalive(),
             preamble: None,
             keepalive_frame: PUBKY_KEEP_ALIVE,
         })

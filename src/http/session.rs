@@ -70,31 +70,41 @@ pub fn session_for(state: &AppState, headers: &HeaderMap, user: &str) -> Result<
     if let Some(session) = bearer_session(state, headers)? {
         return Ok(session);
     }
-    // A browser may hold several cookies of one name (another path, a stale one): the first
-    // that names a live session wins, and a malformed one is skipped, not an error.
+    let (secret, record) =
+        cookie_session(headers, user, |secret| Ok(state.files.session(secret)?))?;
+    if record.public_key().z32() != user {
+        return Err(Error::Forbidden(format!(
+            "this session belongs to {}, not to {user}",
+            record.public_key().z32()
+        )));
+    }
+    Ok(Session {
+        user: user.to_string(),
+        capabilities: record.capabilities().to_vec(),
+        credential: Credential::Cookie {
+            secret: secret.to_string(),
+            record,
+        },
+    })
+}
+
+/// The first cookie named `user` whose secret `find` knows. A browser may hold several cookies
+/// of one name (another path, a stale one): a malformed or unknown one is skipped, not an
+/// error, and never looked up when it cannot be a secret.
+fn cookie_session<'h, T>(
+    headers: &'h HeaderMap,
+    user: &'h str,
+    mut find: impl FnMut(&str) -> Result<Option<T>>,
+) -> Result<(&'h str, T)> {
     let mut sent = false;
     for secret in cookies(headers, user) {
         sent = true;
         if !is_session_secret(secret) {
             continue;
         }
-        let Some(record) = state.files.session(secret)? else {
-            continue;
-        };
-        if record.public_key().z32() != user {
-            return Err(Error::Forbidden(format!(
-                "this session belongs to {}, not to {user}",
-                record.public_key().z32()
-            )));
+        if let Some(found) = find(secret)? {
+            return Ok((secret, found));
         }
-        return Ok(Session {
-            user: user.to_string(),
-            capabilities: record.capabilities().to_vec(),
-            credential: Credential::Cookie {
-                secret: secret.to_string(),
-                record,
-            },
-        });
     }
     Err(Error::Unauthorized(if sent {
         "the session has expired or was signed out".into()
@@ -111,14 +121,13 @@ pub fn authorize_write(
     user: &str,
     path: &str,
 ) -> Result<()> {
-    let session = session_for(state, headers, user)?;
-    if session.user != user {
+    let (owner, capabilities) = write_session(state, headers, user)?;
+    if owner != user {
         return Err(Error::Forbidden(format!(
-            "this session belongs to {}, not to {user}: it cannot write there",
-            session.user
+            "this session belongs to {owner}, not to {user}: it cannot write there"
         )));
     }
-    let allowed = session.capabilities.iter().any(|cap| {
+    let allowed = capabilities.iter().any(|cap| {
         let scope = cap.scope().as_str();
         let covers = if scope.ends_with('/') {
             path.starts_with(scope)
@@ -134,6 +143,27 @@ pub fn authorize_write(
             "the session has no write capability covering {path}"
         )))
     }
+}
+
+/// What a write needs of the request's session: its user and capabilities (`session_for`,
+/// without the cookie record's public key decompressed).
+fn write_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &str,
+) -> Result<(String, Vec<Capability>)> {
+    if let Some(session) = bearer_session(state, headers)? {
+        return Ok((session.user, session.capabilities));
+    }
+    let (_, (owner, capabilities)) = cookie_session(headers, user, |secret| {
+        Ok(state.files.cookie_session(secret)?)
+    })?;
+    if owner != user {
+        return Err(Error::Forbidden(format!(
+            "this session belongs to {owner}, not to {user}"
+        )));
+    }
+    Ok((owner, capabilities))
 }
 
 /// The session a request's `Authorization: Bearer` proves, if it proves one. A header that is

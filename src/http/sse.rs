@@ -1,9 +1,12 @@
 //! SSE plumbing shared by `/firehose` and `/events-stream`: how a stream runs once its request
 //! is accepted (`Plan`, `stream_body`), its headers, the `Last-Event-ID` header, and the check
 //! that a resume position is one the log can serve.
+//!
+//! The body yields one buffer per wake-up holding every frame that was ready (a replay batch,
+//! or all the live events a mailbox had), so a busy stream is one write per wake-up rather than
+//! one per event. Keep-alives come from the hub's one clock, not a timer per stream.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
@@ -11,44 +14,26 @@ use bytes::Bytes;
 
 use super::error::{Error, Result};
 use crate::ids;
-use crate::log::hub::{Feed, SharedEvent, Step};
-use crate::log::EventLog;
+use crate::log::hub::{Feed, Step};
+use crate::log::{EventLog, LogError};
 
 /// What a browser's `EventSource` waits before reconnecting, in milliseconds.
 pub const RETRY_MS: u64 = 2000;
 
-/// What a stream writes for each event.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Format {
-    Native,
-    Pubky,
-}
-
-impl Format {
-    fn frame(self, event: &SharedEvent) -> Bytes {
-        match self {
-            Format::Native => event.native_frame(),
-            Format::Pubky => event.pubky_frame(),
-        }
-    }
-}
-
 /// How a stream runs, once its request is accepted.
 pub(crate) struct Plan {
     pub feed: Feed,
-    pub format: Format,
     /// Close after this many events.
     pub limit: Option<u64>,
     /// Go on with live events after the replay; otherwise close once caught up.
     pub live: bool,
-    pub keepalive: Duration,
     /// Written once, first (the `retry:` line).
     pub preamble: Option<Bytes>,
-    /// Written when idle for `keepalive`.
+    /// Written when idle for the keep-alive interval.
     pub keepalive_frame: &'static [u8],
 }
 
-/// The response body of a stream: frames as the feed yields them, shared bytes, no copies.
+/// The response body of a stream: the feed's buffers as it yields them, no copies.
 pub(crate) fn stream_body(plan: Plan) -> Body {
     struct State {
         plan: Plan,
@@ -60,13 +45,15 @@ pub(crate) fn stream_body(plan: Plan) -> Body {
             return Some((Ok::<Bytes, Infallible>(preamble), state));
         }
         loop {
-            if state.plan.limit.is_some_and(|limit| state.sent >= limit) {
-                return None;
-            }
-            match state.plan.feed.next(state.plan.keepalive).await {
-                Ok(Step::Event(event)) => {
-                    state.sent += 1;
-                    let bytes = state.plan.format.frame(&event);
+            let left = match state.plan.limit {
+                Some(limit) if state.sent >= limit => return None,
+                Some(limit) => limit - state.sent,
+                None => u64::MAX,
+            };
+            match state.plan.feed.next(left).await {
+                Ok(Step::Frames { bytes, events }) => {
+                    state.sent += events;
+                    crate::telemetry::events_delivered(events);
                     return Some((Ok(bytes), state));
                 }
                 Ok(Step::CaughtUp) if !state.plan.live => return None,
@@ -76,6 +63,12 @@ pub(crate) fn stream_body(plan: Plan) -> Body {
                     return Some((Ok(bytes), state));
                 }
                 Ok(Step::Closed) => return None,
+                // Retention trimmed events this stream had not read yet: it ends, and the
+                // client's resume from its last id is answered 410, as any resume past them.
+                Err(LogError::Position(err)) => {
+                    tracing::info!(error = %err, "event stream overtaken by retention");
+                    return None;
+                }
                 Err(err) => {
                     // Headers are gone; ending the stream is all that is left. The client
                     // resumes from the last id it saw.

@@ -60,6 +60,22 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event borrowed: what frames are encoded from.
+    pub(crate) fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            seq: self.seq,
+            kind: self.kind,
+            key: &self.key,
+            ts_ms: self.ts_ms,
+            hash: self.hash.as_ref(),
+            size: self.size,
+            origin: self
+                .origin
+                .as_ref()
+                .map(|origin| (origin.hs.as_str(), origin.hs_seq.as_str())),
+        }
+    }
+
     /// The user's z-base32 public key.
     pub fn user(&self) -> &str {
         &self.key[..USER_KEY_LEN]
@@ -73,6 +89,46 @@ impl Event {
     /// `pubky://<z32><path>`.
     pub fn uri(&self) -> String {
         format!("pubky://{}", self.key)
+    }
+}
+
+/// An event borrowed from its stored record (or from an `Event`): replay reads records into
+/// these and encodes frames from them, with no allocation per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventRef<'a> {
+    pub seq: u64,
+    pub kind: EventKind,
+    /// `<z32 user><path>`; at least `USER_KEY_LEN` bytes, split on a character boundary.
+    pub key: &'a str,
+    pub ts_ms: u64,
+    pub hash: Option<&'a [u8; 32]>,
+    pub size: Option<u64>,
+    /// (`hs`, `hs_seq`) of a relayed event.
+    pub origin: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> EventRef<'a> {
+    pub fn user(&self) -> &'a str {
+        &self.key[..USER_KEY_LEN]
+    }
+
+    pub fn path(&self) -> &'a str {
+        &self.key[USER_KEY_LEN..]
+    }
+
+    pub fn to_event(self) -> Event {
+        Event {
+            seq: self.seq,
+            kind: self.kind,
+            key: self.key.to_string(),
+            ts_ms: self.ts_ms,
+            hash: self.hash.copied(),
+            size: self.size,
+            origin: self.origin.map(|(hs, hs_seq)| Origin {
+                hs: hs.to_string(),
+                hs_seq: hs_seq.to_string(),
+            }),
+        }
     }
 }
 
@@ -123,33 +179,112 @@ pub(crate) fn encode(event: &Event) -> Result<Vec<u8>, StoreError> {
 /// An event from its record and its sequence. A record that does not decode, or whose key
 /// does not start with a user key, is corrupt.
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
-    let record: RecordV2 = match bytes.split_first() {
-        Some((&FORMAT_V2, rest)) => postcard::from_bytes(rest)?,
-        Some((format, _)) => {
-            return Err(StoreError::Corrupt(format!(
-                "event {seq}: unknown record format {format}"
-            )))
-        }
-        None => return Err(StoreError::Corrupt(format!("event {seq}: empty record"))),
+    decode_ref(seq, bytes).map(EventRef::to_event)
+}
+
+/// The event a record holds, borrowed from the record's bytes.
+///
+/// Replay decodes every record it passes, so this reads format 2 by hand rather than through
+/// serde: postcard's encoding of `RecordV2` is a varint variant index, then each field in order
+/// (strings as a varint length and UTF-8 bytes, integers as LEB128 varints, an option as a 0 or
+/// 1 byte before its value, an array as its bytes). A test checks it against postcard itself.
+pub(crate) fn decode_ref(seq: u64, bytes: &[u8]) -> Result<EventRef<'_>, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("event {seq}: {what}"));
+    let rest = match bytes.split_first() {
+        Some((&FORMAT_V2, rest)) => rest,
+        Some((format, _)) => return Err(corrupt(&format!("unknown record format {format}"))),
+        None => return Err(corrupt("empty record")),
     };
-    if record.key.len() < USER_KEY_LEN || !record.key.is_char_boundary(USER_KEY_LEN) {
-        return Err(StoreError::Corrupt(format!(
-            "event {seq}: the key {:?} does not start with a user key",
-            record.key
+    let mut reader = Reader { rest };
+    let bad = |_| corrupt("the record does not decode");
+    let kind = match reader.varint().map_err(bad)? {
+        0 => EventKind::Put,
+        1 => EventKind::Del,
+        _ => return Err(corrupt("the record does not decode")),
+    };
+    let key = reader.str().map_err(bad)?;
+    let ts_ms = reader.varint().map_err(bad)?;
+    let hash = match reader.flag().map_err(bad)? {
+        false => None,
+        true => Some(reader.array().map_err(bad)?),
+    };
+    let size = match reader.flag().map_err(bad)? {
+        false => None,
+        true => Some(reader.varint().map_err(bad)?),
+    };
+    let origin = match reader.flag().map_err(bad)? {
+        false => None,
+        true => Some((reader.str().map_err(bad)?, reader.str().map_err(bad)?)),
+    };
+    if key.len() < USER_KEY_LEN || !key.is_char_boundary(USER_KEY_LEN) {
+        return Err(corrupt(&format!(
+            "the key {key:?} does not start with a user key"
         )));
     }
-    Ok(Event {
+    Ok(EventRef {
         seq,
-        kind: record.kind,
-        key: record.key.to_string(),
-        ts_ms: record.ts_ms,
-        hash: record.hash,
-        size: record.size,
-        origin: record.origin.map(|origin| Origin {
-            hs: origin.hs.to_string(),
-            hs_seq: origin.hs_seq.to_string(),
-        }),
+        kind,
+        key,
+        ts_ms,
+        hash,
+        size,
+        origin,
     })
+}
+
+/// Reads postcard's encoding of the few types a record holds.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+/// A record that ends early or holds a value postcard would refuse.
+struct Malformed;
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], Malformed> {
+        if self.rest.len() < len {
+            return Err(Malformed);
+        }
+        let (taken, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    /// An unsigned LEB128 varint of at most 64 bits (postcard's `u64`, `usize` and variant
+    /// indexes; a variant index is a `u32`, but only 0 and 1 are valid there anyway).
+    fn varint(&mut self) -> Result<u64, Malformed> {
+        let mut value = 0u64;
+        for index in 0..10 {
+            let (&byte, rest) = self.rest.split_first().ok_or(Malformed)?;
+            self.rest = rest;
+            let bits = u64::from(byte & 0x7f);
+            if index == 9 && byte > 1 {
+                return Err(Malformed);
+            }
+            value |= bits << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(Malformed)
+    }
+
+    fn flag(&mut self) -> Result<bool, Malformed> {
+        match self.take(1)? {
+            [0] => Ok(false),
+            [1] => Ok(true),
+            _ => Err(Malformed),
+        }
+    }
+
+    fn str(&mut self) -> Result<&'a str, Malformed> {
+        let len = usize::try_from(self.varint()?).map_err(|_| Malformed)?;
+        std::str::from_utf8(self.take(len)?).map_err(|_| Malformed)
+    }
+
+    fn array(&mut self) -> Result<&'a [u8; 32], Malformed> {
+        self.take(32)?.try_into().map_err(|_| Malformed)
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +326,59 @@ mod tests {
                 matches!(decode(1, bad), Err(StoreError::Corrupt(_))),
                 "{bad:?}"
             );
+        }
+    }
+
+    fn arb_event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        (
+            any::<u64>(),
+            any::<bool>(),
+            "\\PC{0,300}",
+            any::<u64>(),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(("\\PC{0,60}", "\\PC{0,20}")),
+        )
+            .prop_map(|(seq, put, path, ts_ms, hash, size, origin)| Event {
+                seq,
+                kind: if put { EventKind::Put } else { EventKind::Del },
+                key: format!("{ALICE}{path}"),
+                ts_ms,
+                hash,
+                size,
+                origin: origin.map(|(hs, hs_seq)| Origin { hs, hs_seq }),
+            })
+    }
+
+    proptest::proptest! {
+        /// The hand-written reader agrees with postcard on every record, and refuses every
+        /// truncated one.
+        #[test]
+        fn the_reader_agrees_with_postcard(event in arb_event()) {
+            let bytes = encode(&event).unwrap();
+            let theirs: RecordV2 = postcard::from_bytes(&bytes[1..]).unwrap();
+            let ours = decode_ref(event.seq, &bytes).unwrap();
+            proptest::prop_assert_eq!(ours.to_event(), event.clone());
+            proptest::prop_assert_eq!(ours.key, theirs.key);
+            proptest::prop_assert_eq!(ours.ts_ms, theirs.ts_ms);
+            for cut in 1..bytes.len() {
+                proptest::prop_assert!(decode_ref(event.seq, &bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            let mut record = vec![FORMAT_V2];
+            record.extend_from_slice(&bytes);
+            let ours = decode_ref(1, &record).map(EventRef::to_event).ok();
+            if let Some(event) = ours {
+                // Whatever the reader accepts, postcard reads the same way.
+                let theirs: RecordV2 = postcard::from_bytes(&bytes).unwrap();
+                proptest::prop_assert_eq!(event.key.as_str(), theirs.key);
+                proptest::prop_assert_eq!(event.hash, theirs.hash);
+                proptest::prop_assert_eq!(event.size, theirs.size);
+            }
         }
     }
 }

@@ -2,11 +2,11 @@
 //! `by_user` index (`<user z32><sequence BE>` -> nothing), and the last sequence ever assigned
 //! (`last_seq` in the store's `meta` table).
 //!
-//! `append` runs inside a writer op's transaction: it reads the last sequence, takes the next,
-//! and writes the record, its index entry and the new last sequence in that same transaction
-//! (a secondary index in the record's transaction, as strfry keeps its own), so an op that
-//! rolls back gives its sequence numbers back and a committed one never reuses any. Readers
-//! scan in either direction, or one user's events, in one read transaction each.
+//! The writer's batch appends inside its transaction: each event's record and index entry
+//! (a secondary index in the record's transaction, as strfry keeps its own) as ops append
+//! them, and the new last sequence once, before the commit; an op that rolls back gives its
+//! sequence numbers back and a committed one never reuses any. Readers scan in either
+//! direction, or some users' events (`replay`), in one read transaction each.
 
 use std::ops::Bound;
 
@@ -14,7 +14,7 @@ use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Unit, U64};
 use heed::{Database, RoTxn, RwTxn, WithoutTls};
 
-use super::event::{decode, encode, Event};
+use super::event::{decode, decode_ref, encode, Event, EventRef};
 use crate::ids::Id;
 use crate::keys::USER_KEY_LEN;
 use crate::store::{meta_keys, Env, Meta, Store, StoreError};
@@ -83,20 +83,37 @@ impl EventLog {
 
     /// Append `event` in `txn` under the next sequence number, which is set in the event.
     /// Its key must start with a user key (52 bytes of z32).
+    #[cfg(test)]
     pub(crate) fn append(&self, txn: &mut RwTxn, mut event: Event) -> Result<Event, StoreError> {
+        event.seq = self.read_last_seq(txn)? + 1;
+        self.put_event(txn, &event)?;
+        self.set_last_seq(txn, event.seq)?;
+        Ok(event)
+    }
+
+    /// Write `event` (its sequence set) and its index entry in `txn`; the writer keeps the last
+    /// sequence itself and writes it once per batch (`set_last_seq`).
+    pub(crate) fn put_event(&self, txn: &mut RwTxn, event: &Event) -> Result<(), StoreError> {
         let user = event.key.get(..USER_KEY_LEN).ok_or_else(|| {
             StoreError::Invalid(format!(
                 "an event key must start with a user key: {:?}",
                 event.key
             ))
         })?;
-        let seq = self.read_last_seq(txn)? + 1;
-        self.by_user.put(txn, &user_key(user, seq), &())?;
-        event.seq = seq;
-        self.events.put(txn, &seq, &encode(&event)?)?;
-        self.meta
-            .put(txn, meta_keys::LAST_SEQ, &seq.to_be_bytes())?;
-        Ok(event)
+        self.by_user.put(txn, &user_key(user, event.seq), &())?;
+        self.events.put(txn, &event.seq, &encode(event)?)?;
+        Ok(())
+    }
+
+    /// The last sequence assigned, as `txn` sees it.
+    pub(crate) fn last_seq_in(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<u64, StoreError> {
+        self.read_last_seq(txn)
+    }
+
+    pub(crate) fn set_last_seq(&self, txn: &mut RwTxn, seq: u64) -> Result<(), StoreError> {
+        Ok(self
+            .meta
+            .put(txn, meta_keys::LAST_SEQ, &seq.to_be_bytes())?)
     }
 
     /// The last sequence ever assigned (0 for a new store).
@@ -215,6 +232,107 @@ impl EventLog {
         Ok(last)
     }
 
+    /// Replay: visit the events after `after`, in sequence order, borrowed from the store
+    /// (nothing is allocated per event), in one read transaction, until `visit` returns false
+    /// or `max` events were visited. With `users`, only those users' events are read, each
+    /// after its own floor as well, through the `by_user` index, merged by sequence: the cost
+    /// is those users' events, not the log's.
+    ///
+    /// Returns the position the read reached: every event of the scope up to it was visited.
+    /// When the read ran out of events (`done`), that is the newest sequence of the snapshot it
+    /// read, so a caller that follows live events from there misses nothing.
+    pub(crate) fn replay(
+        &self,
+        after: u64,
+        users: Option<&[(&str, u64)]>,
+        max: usize,
+        mut visit: impl FnMut(EventRef<'_>) -> bool,
+    ) -> Result<Replayed, StoreError> {
+        let txn = self.env.read_txn()?;
+        let newest = self.read_last_seq(&txn)?;
+        let first = self.events.first(&txn)?.map(|(seq, _)| seq);
+        let mut reached = after;
+        let mut visited = 0;
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Replayed {
+                reached,
+                done: true,
+                first,
+            });
+        };
+        let Some(users) = users else {
+            for entry in self.events.range(&txn, &(start..))? {
+                if visited == max {
+                    return Ok(Replayed {
+                        reached,
+                        done: false,
+                        first,
+                    });
+                }
+                let (seq, bytes) = entry?;
+                visited += 1;
+                reached = seq;
+                if !visit(decode_ref(seq, bytes)?) {
+                    return Ok(Replayed {
+                        reached,
+                        done: false,
+                        first,
+                    });
+                }
+            }
+            return Ok(Replayed {
+                reached: reached.max(newest),
+                done: true,
+                first,
+            });
+        };
+        // One cursor per user, merged: the heap holds each cursor's next sequence.
+        let mut cursors = Vec::with_capacity(users.len());
+        let mut heads = std::collections::BinaryHeap::with_capacity(users.len());
+        for &(user, floor) in users {
+            if user.len() != USER_KEY_LEN {
+                continue;
+            }
+            let from = start.max(floor.saturating_add(1));
+            let (lower, upper) = (user_key(user, from), user_key(user, u64::MAX));
+            let range = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
+            let mut cursor = self.by_user.range(&txn, &range)?;
+            if let Some(seq) = next_indexed(&mut cursor)? {
+                heads.push(std::cmp::Reverse((seq, cursors.len())));
+            }
+            cursors.push(cursor);
+        }
+        while let Some(std::cmp::Reverse((seq, at))) = heads.pop() {
+            if visited == max {
+                return Ok(Replayed {
+                    reached,
+                    done: false,
+                    first,
+                });
+            }
+            let bytes = self.events.get(&txn, &seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("by_user names event {seq}, which the log lacks"))
+            })?;
+            visited += 1;
+            reached = seq;
+            if !visit(decode_ref(seq, bytes)?) {
+                return Ok(Replayed {
+                    reached,
+                    done: false,
+                    first,
+                });
+            }
+            if let Some(next) = next_indexed(&mut cursors[at])? {
+                heads.push(std::cmp::Reverse((next, at)));
+            }
+        }
+        Ok(Replayed {
+            reached: reached.max(newest),
+            done: true,
+            first,
+        })
+    }
+
     /// Refuse a resume position the log cannot serve: ahead of the newest event, or before
     /// the oldest one retained.
     pub fn check_position(&self, after: u64) -> Result<(), super::LogError> {
@@ -235,6 +353,33 @@ impl EventLog {
             }
         }
     }
+}
+
+/// How far a `replay` read got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    /// Every event of the read's scope up to this sequence was visited.
+    pub reached: u64,
+    /// The snapshot had nothing more: `reached` is its newest sequence.
+    pub done: bool,
+    /// The oldest event of the snapshot read (retention may have trimmed below it): a reader
+    /// whose position is below `first - 1` has missed events it can no longer read.
+    pub first: Option<u64>,
+}
+
+/// The sequence of the next `by_user` entry of a cursor.
+fn next_indexed<'t>(
+    cursor: &mut impl Iterator<Item = heed::Result<(&'t [u8], ())>>,
+) -> Result<Option<u64>, StoreError> {
+    let Some(entry) = cursor.next() else {
+        return Ok(None);
+    };
+    let (key, ()) = entry?;
+    key.get(USER_KEY_LEN..)
+        .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+        .map(u64::from_be_bytes)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("by_user key {key:?}")))
 }
 
 /// The rule of `check_position`, given the newest sequence ever assigned and the oldest one
@@ -447,5 +592,90 @@ mod tests {
         assert_eq!(log.last_seq().unwrap(), 1);
         assert_eq!(append(&store, &log, del("/pub/c")).seq, 2);
         assert_eq!(seqs(&log, 0, 10), vec![1, 2]);
+    }
+
+    const CAROL: &str = "pxnu33x7jtpx9ar1ytsi4yxbp6a5o36gwhffs8zoxmbuptici1jy";
+
+    /// Replay in batches of `max` until done, as a feed does; what it visited, in order.
+    fn replayed(
+        log: &EventLog,
+        after: u64,
+        users: Option<&[(&str, u64)]>,
+        max: usize,
+    ) -> (Vec<u64>, u64) {
+        let mut seen = Vec::new();
+        let mut position = after;
+        loop {
+            let read = log
+                .replay(position, users, max, |e| {
+                    seen.push(e.seq);
+                    true
+                })
+                .expect("replay");
+            assert!(read.reached >= position, "a read never goes back");
+            position = read.reached;
+            if read.done {
+                return (seen, position);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Per-user replay visits exactly what a scan of the whole log filtered by user and
+        /// floor visits, in the same order, whatever the batch size; and a done read reaches
+        /// the newest sequence.
+        #[test]
+        fn per_user_replay_is_a_filtered_full_scan(
+            writers in proptest::collection::vec(0..3usize, 1..80),
+            chosen in proptest::collection::vec(proptest::option::of(0..90u64), 3),
+            after in 0..90u64,
+            max in 1..20usize,
+        ) {
+            let (_dir, store, log) = temp_log();
+            let users = [ALICE, BOB, CAROL];
+            for (i, &w) in writers.iter().enumerate() {
+                append(&store, &log, del_of(users[w], &format!("/pub/{i}")));
+            }
+            let newest = writers.len() as u64;
+            let after = after.min(newest);
+            let scope: Vec<(&str, u64)> = chosen
+                .iter()
+                .zip(users)
+                .filter_map(|(floor, user)| floor.map(|f| (user, f)))
+                .collect();
+            let mut expected = Vec::new();
+            log.scan(after, usize::MAX, |e| {
+                if scope.iter().any(|&(u, f)| u == e.user() && e.seq > f) {
+                    expected.push(e.seq);
+                }
+                true
+            }).expect("scan");
+            let (seen, reached) = replayed(&log, after, Some(&scope), max);
+            proptest::prop_assert_eq!(seen, expected);
+            proptest::prop_assert_eq!(reached, newest.max(after));
+            let (all, reached) = replayed(&log, after, None, max);
+            proptest::prop_assert_eq!(all, ((after + 1)..=newest).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(reached, newest.max(after));
+        }
+    }
+
+    #[test]
+    fn replay_stops_where_the_visitor_says() {
+        let (_dir, store, log) = temp_log();
+        for i in 1..=6u64 {
+            let user = if i % 2 == 0 { BOB } else { ALICE };
+            append(&store, &log, del_of(user, &format!("/pub/{i}")));
+        }
+        let mut seen = Vec::new();
+        let read = log
+            .replay(0, Some(&[(ALICE, 0), (BOB, 3)]), 100, |e| {
+                seen.push(e.seq);
+                e.seq < 4
+            })
+            .unwrap();
+        assert_eq!(seen, vec![1, 3, 4]);
+        assert_eq!((read.reached, read.done), (4, false));
+        let read = log.replay(6, None, 100, |_| true).unwrap();
+        assert_eq!((read.reached, read.done), (6, true));
     }
 }

@@ -109,13 +109,65 @@ impl fmt::Display for Pattern {
     }
 }
 
-/// The subscribers of one table entry, sorted: iterating them is what fan-out does most.
-type Subscribers = Vec<SubscriberId>;
+/// The subscribers of one table entry, in ascending order. Nearly every entry has one
+/// subscriber, kept inline: a list is allocated only for a second one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subscribers {
+    One(SubscriberId),
+    Many(Vec<SubscriberId>),
+}
+
+impl Subscribers {
+    fn as_slice(&self) -> &[SubscriberId] {
+        match self {
+            Subscribers::One(id) => std::slice::from_ref(id),
+            Subscribers::Many(ids) => ids,
+        }
+    }
+
+    /// Add `id`; false if it was there.
+    fn insert(&mut self, id: SubscriberId) -> bool {
+        match self {
+            Subscribers::One(one) if *one == id => false,
+            Subscribers::One(one) => {
+                let mut ids = vec![*one, id];
+                ids.sort_unstable();
+                *self = Subscribers::Many(ids);
+                true
+            }
+            Subscribers::Many(ids) => match ids.binary_search(&id) {
+                Ok(_) => false,
+                Err(at) => {
+                    ids.insert(at, id);
+                    true
+                }
+            },
+        }
+    }
+
+    /// Remove `id`; (whether it was there, whether none is left).
+    fn remove(&mut self, id: SubscriberId) -> (bool, bool) {
+        match self {
+            Subscribers::One(one) => (*one == id, *one == id),
+            Subscribers::Many(ids) => match ids.binary_search(&id) {
+                Err(_) => (false, false),
+                Ok(at) => {
+                    ids.remove(at);
+                    if let [last] = ids[..] {
+                        *self = Subscribers::One(last);
+                    }
+                    (true, false)
+                }
+            },
+        }
+    }
+}
 
 /// One table: key -> subscribers, ordered by key.
 type Table = BTreeMap<Box<[u8]>, Subscribers>;
 
-/// The exact paths and the path prefixes of one user (or of "any user"), each ordered by path.
+/// Exact paths and path prefixes in tables ordered by path: for "any user", and for a user
+/// with many patterns.
 #[derive(Debug, Default)]
 struct PathTables {
     exact: Table,
@@ -135,30 +187,311 @@ impl PathTables {
         self.exact.is_empty() && self.prefix.is_empty()
     }
 
+    fn insert(&mut self, wildcard: bool, path: &[u8], subscriber: SubscriberId) -> bool {
+        let table = self.table_mut(wildcard);
+        match table.get_mut(path) {
+            Some(subscribers) => subscribers.insert(subscriber),
+            None => {
+                table.insert(path.into(), Subscribers::One(subscriber));
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, wildcard: bool, path: &[u8], subscriber: SubscriberId) -> bool {
+        let table = self.table_mut(wildcard);
+        let Some(subscribers) = table.get_mut(path) else {
+            return false;
+        };
+        let (removed, empty) = subscribers.remove(subscriber);
+        if empty {
+            table.remove(path);
+        }
+        removed
+    }
+
     /// Visit the subscribers of every entry that `path` matches.
-    fn for_each_match(&self, path: &[u8], visit: &mut impl FnMut(&Subscribers)) {
+    fn for_each_match(&self, path: &[u8], visit: &mut impl FnMut(&[SubscriberId])) {
         if let Some(subscribers) = self.exact.get(path) {
-            visit(subscribers);
+            visit(subscribers.as_slice());
         }
         for_each_prefix_of(&self.prefix, path, visit);
+    }
+}
+
+/// One pattern of one user: its path, whether it is a prefix, its subscribers.
+#[derive(Debug)]
+struct Entry {
+    path: Box<[u8]>,
+    wildcard: bool,
+    subscribers: Subscribers,
+}
+
+/// A user's patterns. Nearly every user has a handful, kept in a small list that a match
+/// reads whole (one or two cache lines and no tree to walk); past `SMALL_USER` they move to
+/// ordered tables, so a user followed in many ways still costs a few ordered lookups.
+#[derive(Debug)]
+enum UserTables {
+    Small(Vec<Entry>),
+    Large(Box<PathTables>),
+}
+
+/// How many patterns a user's small list holds before it becomes ordered tables.
+const SMALL_USER: usize = 8;
+
+impl UserTables {
+    fn insert(&mut self, wildcard: bool, path: &[u8], subscriber: SubscriberId) -> bool {
+        let entries = match self {
+            UserTables::Large(tables) => return tables.insert(wildcard, path, subscriber),
+            UserTables::Small(entries) => entries,
+        };
+        if let Some(entry) = entries
+            .iter_mut()
+            .find(|e| e.wildcard == wildcard && *e.path == *path)
+        {
+            return entry.subscribers.insert(subscriber);
+        }
+        if entries.len() < SMALL_USER {
+            entries.reserve_exact(1);
+            entries.push(Entry {
+                path: path.into(),
+                wildcard,
+                subscribers: Subscribers::One(subscriber),
+            });
+            return true;
+        }
+        let mut tables = PathTables::default();
+        for entry in entries.drain(..) {
+            tables
+                .table_mut(entry.wildcard)
+                .insert(entry.path, entry.subscribers);
+        }
+        let inserted = tables.insert(wildcard, path, subscriber);
+        *self = UserTables::Large(Box::new(tables));
+        inserted
+    }
+
+    fn remove(&mut self, wildcard: bool, path: &[u8], subscriber: SubscriberId) -> bool {
+        match self {
+            UserTables::Large(tables) => tables.remove(wildcard, path, subscriber),
+            UserTables::Small(entries) => {
+                let Some(at) = entries
+                    .iter()
+                    .position(|e| e.wildcard == wildcard && *e.path == *path)
+                else {
+                    return false;
+                };
+                let (removed, empty) = entries[at].subscribers.remove(subscriber);
+                if empty {
+                    entries.swap_remove(at);
+                    entries.shrink_to_fit();
+                }
+                removed
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            UserTables::Small(entries) => entries.is_empty(),
+            UserTables::Large(tables) => tables.is_empty(),
+        }
+    }
+
+    fn for_each_match(&self, path: &[u8], visit: &mut impl FnMut(&[SubscriberId])) {
+        match self {
+            UserTables::Large(tables) => tables.for_each_match(path, visit),
+            UserTables::Small(entries) => {
+                for entry in entries {
+                    let hit = if entry.wildcard {
+                        path.starts_with(&entry.path)
+                    } else {
+                        *path == *entry.path
+                    };
+                    if hit {
+                        visit(entry.subscribers.as_slice());
+                    }
+                }
+            }
+        }
     }
 }
 
 /// A user's z-base32 key, the fixed-length first part of every event key.
 type UserKey = [u8; USER_KEY_LEN];
 
+/// The tables' hash: foldhash, seeded at random per table (no one can aim keys at one slot),
+/// and a fraction of the cost of std's SipHash on these short keys.
+type Hashing = foldhash::quality::RandomState;
+
+/// "Any user" prefixes, found by hashing. A prefix is kept under its directory (itself up to
+/// and including its last `/`), with the part after that (if any) in a short list there. An
+/// event's path is looked up at each of its `/` whose length some kept directory has: one
+/// probe per level of the path that matters, whatever the number of prefixes.
+#[derive(Debug, Default)]
+struct PrefixIndex {
+    dirs: HashMap<Box<[u8]>, Dir, Hashing>,
+    /// How many directories of each length are kept...
+    lengths: HashMap<usize, usize, Hashing>,
+    /// ...and the same as a bit per length, for the lookups.
+    present: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Dir {
+    /// Subscribers of the directory itself as a prefix.
+    here: Option<Subscribers>,
+    /// Prefixes that go on past the directory without another `/`: (what follows it, who).
+    partial: Vec<(Box<[u8]>, Subscribers)>,
+}
+
+impl Dir {
+    fn is_empty(&self) -> bool {
+        self.here.is_none() && self.partial.is_empty()
+    }
+}
+
+/// The directory part of a prefix (it always starts with `/`), and the rest.
+fn split_dir(prefix: &[u8]) -> (&[u8], &[u8]) {
+    let cut = prefix
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |at| at + 1);
+    prefix.split_at(cut)
+}
+
+impl PrefixIndex {
+    fn insert(&mut self, prefix: &[u8], subscriber: SubscriberId) -> bool {
+        let (dir, rest) = split_dir(prefix);
+        let entry = match self.dirs.get_mut(dir) {
+            Some(entry) => entry,
+            None => {
+                let len = dir.len();
+                *self.lengths.entry(len).or_default() += 1;
+                let (word, bit) = (len / 64, len % 64);
+                if self.present.len() <= word {
+                    self.present.resize(word + 1, 0);
+                }
+                self.present[word] |= 1 << bit;
+                self.dirs.entry(dir.into()).or_default()
+            }
+        };
+        if rest.is_empty() {
+            return match &mut entry.here {
+                Some(subscribers) => subscribers.insert(subscriber),
+                None => {
+                    entry.here = Some(Subscribers::One(subscriber));
+                    true
+                }
+            };
+        }
+        match entry.partial.iter_mut().find(|(r, _)| **r == *rest) {
+            Some((_, subscribers)) => subscribers.insert(subscriber),
+            None => {
+                entry.partial.reserve_exact(1);
+                entry
+                    .partial
+                    .push((rest.into(), Subscribers::One(subscriber)));
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, prefix: &[u8], subscriber: SubscriberId) -> bool {
+        let (dir, rest) = split_dir(prefix);
+        let Some(entry) = self.dirs.get_mut(dir) else {
+            return false;
+        };
+        let removed = if rest.is_empty() {
+            match &mut entry.here {
+                None => false,
+                Some(subscribers) => {
+                    let (removed, empty) = subscribers.remove(subscriber);
+                    if empty {
+                        entry.here = None;
+                    }
+                    removed
+                }
+            }
+        } else {
+            match entry.partial.iter().position(|(r, _)| **r == *rest) {
+                None => false,
+                Some(at) => {
+                    let (removed, empty) = entry.partial[at].1.remove(subscriber);
+                    if empty {
+                        entry.partial.swap_remove(at);
+                        entry.partial.shrink_to_fit();
+                    }
+                    removed
+                }
+            }
+        };
+        if entry.is_empty() {
+            self.dirs.remove(dir);
+            let len = dir.len();
+            if let Some(count) = self.lengths.get_mut(&len) {
+                *count -= 1;
+                if *count == 0 {
+                    self.lengths.remove(&len);
+                    self.present[len / 64] &= !(1 << (len % 64));
+                }
+            }
+            if self.dirs.is_empty() {
+                *self = PrefixIndex::default();
+            }
+        }
+        removed
+    }
+
+    fn for_each_match(&self, path: &[u8], visit: &mut impl FnMut(&[SubscriberId])) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        let longest = self.present.len() * 64;
+        for (at, _) in path
+            .iter()
+            .enumerate()
+            .take(longest)
+            .filter(|(_, &b)| b == b'/')
+        {
+            let len = at + 1;
+            let kept = self
+                .present
+                .get(len / 64)
+                .is_some_and(|word| word & (1 << (len % 64)) != 0);
+            if !kept {
+                continue;
+            }
+            let Some(dir) = self.dirs.get(&path[..len]) else {
+                continue;
+            };
+            if let Some(subscribers) = &dir.here {
+                visit(subscribers.as_slice());
+            }
+            let after = &path[len..];
+            for (rest, subscribers) in &dir.partial {
+                if after.starts_with(rest) {
+                    visit(subscribers.as_slice());
+                }
+            }
+        }
+    }
+}
+
 /// Every live subscription.
 ///
 /// An event key is `<user><path>`, and the user part has a fixed length, so the per-user
 /// tables hang off a hash index by user: one probe finds the only user whose patterns can
-/// match. Below it, and for "any user", exact paths and prefixes are kept apart, each in a
-/// table ordered by path, where an event's matches are found by looking its path up. The cost
-/// of an event is one probe and a few ordered lookups in the tables of its own user and of
-/// "any user", whatever the number of other users' subscriptions.
+/// match, and that user's few patterns are read in one small list. "Any user" exact paths are
+/// a hash index by path (one probe), and "any user" prefixes a hash index by directory (one
+/// probe per level of the path at which some prefix is kept). The cost of an event is a few
+/// probes, whatever the number of subscriptions (`benches/subscriptions.rs` measures it from
+/// 1,000 to 1,000,000).
 #[derive(Debug, Default)]
 pub struct SubscriptionTables {
-    users: HashMap<UserKey, PathTables>,
-    any_user: PathTables,
+    users: HashMap<UserKey, UserTables, Hashing>,
+    any_exact: HashMap<Box<[u8]>, Subscribers, Hashing>,
+    any_prefix: PrefixIndex,
     /// (pattern, subscriber) pairs held.
     len: usize,
 }
@@ -203,17 +536,23 @@ impl SubscriptionTables {
     /// Add `subscriber` under `pattern`; adding the same pair twice keeps one.
     pub fn insert(&mut self, pattern: &Pattern, subscriber: SubscriberId) {
         let (user, wildcard, path) = placement(pattern);
-        let tables = match user {
-            Some(user) => self.users.entry(user).or_default(),
-            None => &mut self.any_user,
+        let inserted = match (user, wildcard) {
+            (Some(user), _) => self
+                .users
+                .entry(user)
+                .or_insert_with(|| UserTables::Small(Vec::new()))
+                .insert(wildcard, path, subscriber),
+            (None, false) => match self.any_exact.get_mut(path) {
+                Some(subscribers) => subscribers.insert(subscriber),
+                None => {
+                    self.any_exact
+                        .insert(path.into(), Subscribers::One(subscriber));
+                    true
+                }
+            },
+            (None, true) => self.any_prefix.insert(path, subscriber),
         };
-        let table = tables.table_mut(wildcard);
-        let subscribers = match table.get_mut(path) {
-            Some(subscribers) => subscribers,
-            None => table.entry(path.into()).or_default(),
-        };
-        if let Err(at) = subscribers.binary_search(&subscriber) {
-            subscribers.insert(at, subscriber);
+        if inserted {
             self.len += 1;
         }
     }
@@ -221,46 +560,62 @@ impl SubscriptionTables {
     /// Remove `subscriber` from `pattern`; entries and user tables go with their last one.
     pub fn remove(&mut self, pattern: &Pattern, subscriber: SubscriberId) {
         let (user, wildcard, path) = placement(pattern);
-        let tables = match user {
-            Some(user) => match self.users.get_mut(&user) {
-                Some(tables) => tables,
-                None => return,
-            },
-            None => &mut self.any_user,
-        };
-        let table = tables.table_mut(wildcard);
-        let Some(subscribers) = table.get_mut(path) else {
-            return;
-        };
-        let Ok(at) = subscribers.binary_search(&subscriber) else {
-            return;
-        };
-        subscribers.remove(at);
-        if subscribers.is_empty() {
-            table.remove(path);
-        }
-        self.len -= 1;
-        if let Some(user) = user {
-            if self.users.get(&user).is_some_and(PathTables::is_empty) {
-                self.users.remove(&user);
+        let removed = match (user, wildcard) {
+            (Some(user), _) => {
+                let Some(tables) = self.users.get_mut(&user) else {
+                    return;
+                };
+                let removed = tables.remove(wildcard, path, subscriber);
+                if tables.is_empty() {
+                    self.users.remove(&user);
+                }
+                removed
             }
+            (None, false) => {
+                let Some(subscribers) = self.any_exact.get_mut(path) else {
+                    return;
+                };
+                let (removed, empty) = subscribers.remove(subscriber);
+                if empty {
+                    self.any_exact.remove(path);
+                }
+                removed
+            }
+            (None, true) => self.any_prefix.remove(path, subscriber),
+        };
+        if removed {
+            self.len -= 1;
+        }
+        // Tables that shrank a lot give their memory back.
+        if self.users.capacity() > 64 && self.users.len() < self.users.capacity() / 4 {
+            self.users.shrink_to_fit();
+        }
+        if self.any_exact.capacity() > 64 && self.any_exact.len() < self.any_exact.capacity() / 4 {
+            self.any_exact.shrink_to_fit();
         }
     }
 
     /// Visit the subscribers of every entry that `key` (`<z32><path>`) matches.
-    fn for_each_match(&self, key: &str, visit: &mut impl FnMut(&Subscribers)) {
+    fn for_each_match(&self, key: &str, visit: &mut impl FnMut(&[SubscriberId])) {
         let bytes = key.as_bytes();
         let (Some(user), Some(path)) = (bytes.get(..USER_KEY_LEN), bytes.get(USER_KEY_LEN..))
         else {
             return;
         };
-        if let Some(tables) = UserKey::try_from(user)
-            .ok()
-            .and_then(|user| self.users.get(&user))
-        {
-            tables.for_each_match(path, visit);
+        if !self.users.is_empty() {
+            if let Some(tables) = UserKey::try_from(user)
+                .ok()
+                .and_then(|user| self.users.get(&user))
+            {
+                tables.for_each_match(path, visit);
+            }
         }
-        self.any_user.for_each_match(path, visit);
+        if !self.any_exact.is_empty() {
+            if let Some(subscribers) = self.any_exact.get(path) {
+                visit(subscribers.as_slice());
+            }
+        }
+        self.any_prefix.for_each_match(path, visit);
     }
 
     /// Every subscriber that `key` (`<z32><path>`) matches, each once, in ascending order,
@@ -279,12 +634,17 @@ impl SubscriptionTables {
         }
     }
 
-    /// Whether `key` matches any subscription at all (a connection's own pattern set uses it
-    /// to filter what it replays from the store).
+    /// Whether `key` matches any subscription at all.
     pub fn matches_any(&self, key: &str) -> bool {
         let mut found = false;
         self.for_each_match(key, &mut |_| found = true);
         found
+    }
+
+    /// How many users have patterns of their own (for tests of the memory they hold).
+    #[cfg(test)]
+    fn user_count(&self) -> usize {
+        self.users.len()
     }
 }
 
@@ -297,7 +657,10 @@ impl SubscriptionTables {
 /// nothing). Each step either finds a match or shortens the bound, so a lookup costs
 /// O((matches + steps) log n), with steps at most the key's length and in practice one or two.
 /// Every entry is a path, so it starts with `/`: the walk stops at the empty bound.
-fn for_each_prefix_of(table: &Table, key: &[u8], visit: &mut impl FnMut(&Subscribers)) {
+fn for_each_prefix_of(table: &Table, key: &[u8], visit: &mut impl FnMut(&[SubscriberId])) {
+    if table.is_empty() {
+        return;
+    }
     let mut upper: Bound<&[u8]> = Bound::Included(key);
     loop {
         let Some((entry, subscribers)) = table
@@ -307,7 +670,7 @@ fn for_each_prefix_of(table: &Table, key: &[u8], visit: &mut impl FnMut(&Subscri
             return;
         };
         let shorter = if key.starts_with(entry) {
-            visit(subscribers);
+            visit(subscribers.as_slice());
             upper = Bound::Excluded(&key[..entry.len()]);
             entry.len()
         } else {
@@ -321,12 +684,13 @@ fn for_each_prefix_of(table: &Table, key: &[u8], visit: &mut impl FnMut(&Subscri
     }
 }
 
-/// The patterns of one connection, as a small table of its own: replay from the store filters
-/// by it without touching the shared tables.
-#[derive(Debug, Default)]
+/// The patterns of one connection: replay from the store filters by them, and the hub's
+/// tables are built from them. Only the patterns themselves are kept, sorted (by kind, then by
+/// text), so each kind is one run of the list and a key is matched by binary searches in the
+/// runs: a connection's own filter costs nothing beyond its patterns' text.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PatternSet {
     patterns: Vec<Pattern>,
-    table: SubscriptionTables,
 }
 
 impl PatternSet {
@@ -335,19 +699,87 @@ impl PatternSet {
         let mut patterns: Vec<Pattern> = patterns.into_iter().collect();
         patterns.sort();
         patterns.dedup();
-        let mut table = SubscriptionTables::new();
-        for pattern in &patterns {
-            table.insert(pattern, 0);
-        }
-        PatternSet { patterns, table }
+        patterns.shrink_to_fit();
+        PatternSet { patterns }
     }
 
     pub fn patterns(&self) -> &[Pattern] {
         &self.patterns
     }
 
+    /// The patterns of one kind (`rank`): a run of the sorted list.
+    fn run(&self, kind: u8) -> &[Pattern] {
+        let start = self.patterns.partition_point(|p| rank(p) < kind);
+        let len = self.patterns[start..].partition_point(|p| rank(p) == kind);
+        &self.patterns[start..start + len]
+    }
+
     pub fn matches(&self, key: &str) -> bool {
-        self.table.matches_any(key)
+        let path = key.get(USER_KEY_LEN..).unwrap_or("");
+        exact_in(self.run(0), key)
+            || prefix_in(self.run(1), key)
+            || exact_in(self.run(2), path)
+            || prefix_in(self.run(3), path)
+    }
+
+    /// The users every pattern names, sorted, if every pattern names one (no `*`): their
+    /// events can then be read through the log's per-user index.
+    pub fn users(&self) -> Option<Vec<&str>> {
+        let mut users: Vec<&str> = Vec::new();
+        for pattern in &self.patterns {
+            let key = match pattern {
+                Pattern::Exact(key) | Pattern::UserPrefix(key) => key,
+                Pattern::AnyUserExact(_) | Pattern::AnyUserPrefix(_) => return None,
+            };
+            users.push(key.get(..USER_KEY_LEN)?);
+        }
+        users.sort_unstable();
+        users.dedup();
+        Some(users)
+    }
+}
+
+/// A pattern's kind, in the order `Pattern` sorts its kinds.
+fn rank(p: &Pattern) -> u8 {
+    match p {
+        Pattern::Exact(_) => 0,
+        Pattern::UserPrefix(_) => 1,
+        Pattern::AnyUserExact(_) => 2,
+        Pattern::AnyUserPrefix(_) => 3,
+    }
+}
+
+/// Whether `text` is one of `run` (sorted, all of one kind).
+fn exact_in(run: &[Pattern], text: &str) -> bool {
+    run.binary_search_by(|p| pattern_text(p).cmp(text)).is_ok()
+}
+
+/// Whether some pattern of `run` (sorted, all prefixes of one kind) is a prefix of `text`:
+/// the ordered walk of `for_each_prefix_of`, on a sorted list.
+fn prefix_in(run: &[Pattern], text: &str) -> bool {
+    let key = text.as_bytes();
+    let mut end = run.partition_point(|p| pattern_text(p).as_bytes() <= key);
+    while end > 0 {
+        let entry = pattern_text(&run[end - 1]).as_bytes();
+        if key.starts_with(entry) {
+            return true;
+        }
+        let common = entry.iter().zip(key).take_while(|(a, b)| a == b).count();
+        if common == 0 {
+            return false;
+        }
+        let bound = &key[..common];
+        end = run[..end].partition_point(|p| pattern_text(p).as_bytes() <= bound);
+    }
+    false
+}
+
+fn pattern_text(p: &Pattern) -> &str {
+    match p {
+        Pattern::Exact(t)
+        | Pattern::UserPrefix(t)
+        | Pattern::AnyUserExact(t)
+        | Pattern::AnyUserPrefix(t) => t,
     }
 }
 
@@ -556,7 +988,43 @@ mod tests {
                 expected.dedup();
                 prop_assert_eq!(matched(&t, &k), expected.clone());
                 prop_assert_eq!(t.matches_any(&k), !expected.is_empty());
+                let set = PatternSet::new(patterns.iter().cloned());
+                prop_assert_eq!(set.matches(&k), !expected.is_empty());
             }
+        }
+
+        /// Removing leaves exactly what remains, and removing everything leaves nothing.
+        #[test]
+        fn removal_agrees_with_the_definition(
+            patterns in proptest::collection::vec(arb_pattern(), 0..60),
+            keys in proptest::collection::vec(
+                (prop_oneof![Just(ALICE), Just(BOB)], arb_path()), 1..20),
+        ) {
+            let mut t = SubscriptionTables::new();
+            for (id, pattern) in patterns.iter().enumerate() {
+                t.insert(pattern, id as SubscriberId % 5);
+            }
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                patterns.iter().enumerate().partition(|(id, _)| id % 5 < 2);
+            for (id, pattern) in &gone {
+                t.remove(pattern, *id as SubscriberId % 5);
+            }
+            for (user, path) in keys {
+                let k = key(user, &path);
+                let mut expected: Vec<SubscriberId> = kept
+                    .iter()
+                    .filter(|(_, pattern)| pattern.matches(&k))
+                    .map(|(id, _)| *id as SubscriberId % 5)
+                    .collect();
+                expected.sort_unstable();
+                expected.dedup();
+                prop_assert_eq!(matched(&t, &k), expected);
+            }
+            for (id, pattern) in &kept {
+                t.remove(pattern, *id as SubscriberId % 5);
+            }
+            prop_assert!(t.is_empty());
+            prop_assert_eq!(t.user_count(), 0);
         }
     }
 }

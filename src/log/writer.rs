@@ -2,14 +2,21 @@
 //!
 //! A producer (file writes today, source ingest later) submits an `Op`: something that applies
 //! itself to a write transaction and may append events to the log there. The writer knows no
-//! op in particular. It takes what has queued up (one op or many, at most `MAX_BATCH`), applies
-//! each in a nested transaction of one write transaction, and commits once: one fsync for the
-//! whole group. An op that fails rolls back its own nested transaction only (with any sequence
-//! numbers it took: the log keeps the last one in the same transaction), so each op still gets
-//! its own all-or-nothing answer. Sequence order is therefore commit order. Answers go out only
-//! after the commit is durable, and the committed events, in sequence order, go to the
-//! `CommitListener` just before them.
+//! op in particular. It takes what has queued up (one op or many, at most `MAX_BATCH` ops and
+//! about `MAX_BATCH_BYTES` of their weight), applies each in a nested transaction of one write
+//! transaction, and commits once: one fsync for the whole group. An op that would take a batch
+//! over its bytes waits for the next one (alone, if it is that big), so one huge body never
+//! holds up a batch of small ones. An op that fails rolls back its own nested transaction only,
+//! with any sequence numbers it took: the batch keeps the last sequence in memory and writes it
+//! to the log once, before the commit. Each op still gets its own all-or-nothing answer, and
+//! sequence order is commit order. Answers go out only after the commit is durable, and the
+//! committed events, in sequence order, go to the `CommitListener` just before them (it only
+//! queues them for the fan-out).
+//!
+//! A panic in the writer stops the process (`log::fatal`): a server that can no longer write
+//! must not go on answering 503s.
 
+use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,6 +30,9 @@ use crate::store::{Store, StoreError};
 
 /// The most ops one commit takes: bounds the transaction's size and a batch's latency.
 const MAX_BATCH: usize = 1024;
+/// About how much op weight (bytes of content) one commit takes; an op heavier than this
+/// commits alone.
+const MAX_BATCH_BYTES: u64 = 8 << 20;
 /// How many ops may wait for the writer before submitters wait too.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -35,6 +45,12 @@ pub trait Op: Send + 'static {
 
     /// Apply the change to `txn`. An error rolls back everything this op did, and only that.
     fn apply(&self, txn: &mut WriteTxn<'_>) -> Result<Self::Output, Self::Error>;
+
+    /// About how many bytes this op writes (a file's content): what bounds a batch besides
+    /// its count. Small ops need not say.
+    fn weight(&self) -> u64 {
+        0
+    }
 }
 
 /// One op's view of the batch's write transaction: the transaction itself (through `Deref`),
@@ -44,6 +60,8 @@ pub struct WriteTxn<'t> {
     log: &'t EventLog,
     ts_ms: u64,
     events: Vec<Event>,
+    /// The last sequence assigned in the batch so far, this op's appends included.
+    last_seq: u64,
 }
 
 impl WriteTxn<'_> {
@@ -54,9 +72,11 @@ impl WriteTxn<'_> {
 
     /// Append `event` to the log in this transaction; its sequence number (assigned here,
     /// the next after the last ever assigned) is returned and set in the event.
-    pub fn append(&mut self, event: Event) -> Result<u64, StoreError> {
-        let event = self.log.append(&mut self.txn, event)?;
-        let seq = event.seq;
+    pub fn append(&mut self, mut event: Event) -> Result<u64, StoreError> {
+        let seq = self.last_seq + 1;
+        event.seq = seq;
+        self.log.put_event(&mut self.txn, &event)?;
+        self.last_seq = seq;
         self.events.push(event);
         Ok(seq)
     }
@@ -82,6 +102,7 @@ pub type CommitListener = Arc<dyn Fn(Vec<Arc<Event>>) + Send + Sync>;
 /// An op waiting in the queue, its type erased: applied, perhaps failed with the batch, then
 /// answered.
 trait Job: Send {
+    fn weight(&self) -> u64;
     /// Apply; whether it succeeded (the outcome is kept for the answer).
     fn apply(&mut self, txn: &mut WriteTxn<'_>) -> bool;
     /// The batch did not commit: whatever the op did, it answers this.
@@ -96,6 +117,10 @@ struct Pending<O: Op> {
 }
 
 impl<O: Op> Job for Pending<O> {
+    fn weight(&self) -> u64 {
+        self.op.weight()
+    }
+
     fn apply(&mut self, txn: &mut WriteTxn<'_>) -> bool {
         let outcome = self.op.apply(txn);
         let applied = outcome.is_ok();
@@ -146,7 +171,12 @@ impl Writer {
         let env = store.env().clone();
         let handle = std::thread::Builder::new()
             .name("hearth-writer".into())
-            .spawn(move || run(&env, &log, queue, on_commit))?;
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| run(&env, &log, queue, on_commit));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    super::fatal("the writer thread", panic.as_ref());
+                }
+            })?;
         Ok((Writer { jobs }, WriterThread { handle }))
     }
 
@@ -175,14 +205,18 @@ fn run(
     on_commit: CommitListener,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    // Ops taken from the queue that did not fit their batch's bytes: first in the next ones.
+    let mut deferred: VecDeque<Box<dyn Job>> = VecDeque::new();
+    loop {
+        let first = match deferred.pop_front() {
+            Some(job) => job,
+            None => match queue.blocking_recv() {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        fill_batch(first, &mut batch, &mut deferred, &mut queue);
+        failpoint_panic();
         let events = match commit_batch(env, log, &mut batch) {
             Ok(events) => events,
             Err(err) => {
@@ -204,6 +238,51 @@ fn run(
     }
 }
 
+/// Form a batch from `first`, the deferred ops that fit, then what has queued: at most
+/// `MAX_BATCH` ops and `MAX_BATCH_BYTES` of weight (beyond `first`'s own). An op that does
+/// not fit is deferred to a later batch, in order.
+fn fill_batch(
+    first: Box<dyn Job>,
+    batch: &mut Vec<Box<dyn Job>>,
+    deferred: &mut VecDeque<Box<dyn Job>>,
+    queue: &mut mpsc::Receiver<Box<dyn Job>>,
+) {
+    let mut bytes = first.weight();
+    batch.push(first);
+    let mut at = 0;
+    while at < deferred.len() && batch.len() < MAX_BATCH {
+        let weight = deferred[at].weight();
+        if bytes.saturating_add(weight) <= MAX_BATCH_BYTES {
+            bytes += weight;
+            if let Some(job) = deferred.remove(at) {
+                batch.push(job);
+            }
+        } else {
+            at += 1;
+        }
+    }
+    while batch.len() < MAX_BATCH && deferred.len() < MAX_BATCH {
+        let Ok(job) = queue.try_recv() else {
+            break;
+        };
+        let weight = job.weight();
+        if bytes.saturating_add(weight) <= MAX_BATCH_BYTES {
+            bytes += weight;
+            batch.push(job);
+        } else {
+            deferred.push_back(job);
+        }
+    }
+}
+
+/// Tests of the fatal path make the writer panic on its first batch (debug builds only).
+fn failpoint_panic() {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("HEARTH_TEST_WRITER_PANIC").is_some() {
+        panic!("HEARTH_TEST_WRITER_PANIC is set");
+    }
+}
+
 fn commit_batch(
     env: &crate::store::Env,
     log: &EventLog,
@@ -211,6 +290,8 @@ fn commit_batch(
 ) -> Result<Vec<Arc<Event>>, StoreError> {
     let mut txn = env.write_txn()?;
     let ts_ms = now_ms();
+    let first_seq = log.last_seq_in(&txn)?;
+    let mut last_seq = first_seq;
     let mut events = Vec::new();
     for job in jobs.iter_mut() {
         let mut op_txn = WriteTxn {
@@ -218,18 +299,24 @@ fn commit_batch(
             log,
             ts_ms,
             events: Vec::new(),
+            last_seq,
         };
         if job.apply(&mut op_txn) {
             let WriteTxn {
                 txn: nested,
                 events: made,
+                last_seq: op_last,
                 ..
             } = op_txn;
             nested.commit()?;
+            last_seq = op_last;
             events.extend(made.into_iter().map(Arc::new));
         } else {
             op_txn.txn.abort();
         }
+    }
+    if last_seq != first_seq {
+        log.set_last_seq(&mut txn, last_seq)?;
     }
     let committing = std::time::Instant::now();
     txn.commit()?;
@@ -257,6 +344,7 @@ mod tests {
         mark: Vec<u8>,
         fail: bool,
         gate: Option<(std_mpsc::Sender<()>, Mutex<std_mpsc::Receiver<()>>)>,
+        weight: u64,
     }
 
     impl Append {
@@ -267,6 +355,7 @@ mod tests {
                 mark: vec![1],
                 fail,
                 gate: None,
+                weight: 0,
             }
         }
     }
@@ -295,6 +384,70 @@ mod tests {
             }
             Ok(seq)
         }
+
+        fn weight(&self) -> u64 {
+            self.weight
+        }
+    }
+
+    /// Ops queued behind a busy writer: the small ones commit together, and one heavier than
+    /// a batch's bytes waits for the next batch, alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heavy_op_commits_alone_after_the_small_ones() {
+        let (_dir, store, log) = temp_log();
+        let meta = store.meta_table();
+        let commits: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
+        let seen = Arc::clone(&commits);
+        let listener: CommitListener = Arc::new(move |events: Vec<Arc<Event>>| {
+            let seqs = events.iter().map(|e| e.seq).collect();
+            seen.lock().expect("commits").push(seqs);
+        });
+        let (writer, thread) = Writer::start(&store, log.clone(), listener).expect("writer");
+        let (started_tx, started) = std_mpsc::channel();
+        let (release, gate) = std_mpsc::channel();
+        let mut blocker = Append::new(meta, "/pub/blocker", false);
+        blocker.gate = Some((started_tx, Mutex::new(gate)));
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.submit(blocker).await }
+        });
+        tokio::task::spawn_blocking(move || started.recv())
+            .await
+            .expect("join")
+            .expect("the blocker runs");
+        let mut heavy = Append::new(meta, "/pub/heavy", false);
+        heavy.weight = MAX_BATCH_BYTES + 1;
+        let queued = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                futures_util::future::join_all([
+                    writer.submit(Append::new(meta, "/pub/a", false)),
+                    writer.submit(heavy),
+                    writer.submit(Append::new(meta, "/pub/b", false)),
+                    writer.submit(Append::new(meta, "/pub/c", false)),
+                ])
+                .await
+            }
+        });
+        while writer.jobs.max_capacity() - writer.jobs.capacity() < 4 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).expect("release the blocker");
+        assert_eq!(first.await.expect("join").expect("blocker commits"), 1);
+        let results: Vec<u64> = queued
+            .await
+            .expect("join")
+            .into_iter()
+            .map(|r| r.expect("commits"))
+            .collect();
+        assert_eq!(results, vec![2, 5, 3, 4], "a, heavy, b, c");
+        assert_eq!(
+            *commits.lock().expect("commits"),
+            vec![vec![1], vec![2, 3, 4], vec![5]]
+        );
+        assert_eq!(log.last_seq().expect("last seq"), 5);
+        drop(writer);
+        thread.join();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
