@@ -4,7 +4,7 @@
 //! of it is committed and the server does not start. To change the schema, add a file
 //! `mNNNN_what.rs` with the next version and append it to `ALL`.
 
-//! The steps create every layer's tables (`log`, `files`), so this list lives at the top of
+//! The steps create every layer's tables (`log`, `files`, `relay`), so this list lives at the top of
 //! the crate; the runner in `store::migrate` only applies what it is given.
 
 use crate::store::migrate::Migration;
@@ -12,12 +12,14 @@ use crate::store::migrate::Migration;
 mod m0001_initial;
 mod m0002_grants;
 mod m0003_event_log_v2;
+mod m0004_relay;
 
 /// Every migration this build knows, in order.
 pub const ALL: &[Migration] = &[
     m0001_initial::MIGRATION,
     m0002_grants::MIGRATION,
     m0003_event_log_v2::MIGRATION,
+    m0004_relay::MIGRATION,
 ];
 
 /// The schema version this build writes.

@@ -7,6 +7,8 @@
 //! - `http`: the routes, and the only place that knows status codes (`http::error`);
 //! - `files`: the homeserver's state (users, sessions, grants, files, quota) and the ops that
 //!   change it;
+//! - `relay`: beside `files`, the relay's sources: following other servers' event streams and
+//!   appending their events to the log (`hearth relay`);
 //! - `log`: the event log, the one group-committing writer that runs ops from any producer
 //!   (their events get their sequence numbers in the commit), and the fan-out (subscriptions,
 //!   hub, frames); knows no files or HTTP;
@@ -29,5 +31,6 @@ pub mod log;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod path;
+pub mod relay;
 pub mod server;
 pub mod store;
