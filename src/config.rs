@@ -2,13 +2,17 @@
 //! then command-line flags, each overriding the one before.
 //!
 //! The defaults make `hearth serve` work with no setup at all: LMDB in `./hearth-data`,
-//! listening on 127.0.0.1:6287, open signup, durable commits.
+//! listening on 127.0.0.1:6287, open signup, durable commits. `hearth relay` reads the same
+//! file and shares the flags of `CommonArgs`; its sources come from `[[source]]` tables and
+//! `--source` flags.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::relay::SourceSpec;
 
 /// A configuration that cannot work; the message says which setting and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +57,9 @@ pub struct Config {
     pub keepalive_secs: u64,
     /// How many `sub` patterns one firehose connection may have.
     pub max_patterns: usize,
+    /// What a relay follows: the file's `[[source]]` tables (`url`, `key`, or both).
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceSpec>,
 }
 
 impl Default for Config {
@@ -69,13 +76,15 @@ impl Default for Config {
             map_size: 64 << 30,
             keepalive_secs: 15,
             max_patterns: 100,
+            sources: Vec::new(),
         }
     }
 }
 
-/// Flags of `hearth serve`; each also reads its `HEARTH_*` environment variable.
+/// Flags `hearth serve` and `hearth relay` share; each also reads its `HEARTH_*` environment
+/// variable.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
+pub struct CommonArgs {
     /// A TOML file with any of the settings below (snake_case keys).
     #[arg(long, env = "HEARTH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -91,6 +100,19 @@ pub struct ServeArgs {
     /// Password for the admin listener
     #[arg(long, env = "HEARTH_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// Skip fsync on commit: faster, but a crash may lose the last commits
+    #[arg(long, env = "HEARTH_NO_SYNC")]
+    pub no_sync: bool,
+    /// Seconds between keep-alive comments on idle event streams [default: 15]
+    #[arg(long, env = "HEARTH_KEEPALIVE_SECS")]
+    pub keepalive_secs: Option<u64>,
+}
+
+/// Flags of `hearth serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Who may sign up [default: open]
     #[arg(long, env = "HEARTH_SIGNUP_MODE")]
     pub signup_mode: Option<SignupMode>,
@@ -100,12 +122,17 @@ pub struct ServeArgs {
     /// Largest PUT body in bytes [default: 104857600]
     #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<u64>,
-    /// Skip fsync on commit: faster, but a crash may lose the last commits
-    #[arg(long, env = "HEARTH_NO_SYNC")]
-    pub no_sync: bool,
-    /// Seconds between keep-alive comments on idle event streams [default: 15]
-    #[arg(long, env = "HEARTH_KEEPALIVE_SECS")]
-    pub keepalive_secs: Option<u64>,
+}
+
+/// Flags of `hearth relay`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// A source to follow, repeatable: http(s)://host[:port] (Hearth), pubky+http(s)://host[:port]
+    /// (Pubky), a homeserver key (z32), or <z32>@<url>. Added to the file's [[source]] tables.
+    #[arg(long = "source", value_name = "SPEC")]
+    pub sources: Vec<SourceSpec>,
 }
 
 impl ConfigError {
@@ -115,21 +142,73 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Build the configuration from a file (if named) and the flags/environment.
+    /// The configuration of `hearth serve`: a file (if named), then the flags/environment.
     pub fn load(args: &ServeArgs) -> Result<Config> {
+        let mut config = Config::load_common(&args.common)?;
+        let ServeArgs {
+            common: _,
+            signup_mode,
+            quota_bytes,
+            max_body_bytes,
+        } = args.clone();
+        if let Some(v) = signup_mode {
+            config.signup_mode = v;
+        }
+        if quota_bytes.is_some() {
+            config.quota_bytes = quota_bytes;
+        }
+        if let Some(v) = max_body_bytes {
+            config.max_body_bytes = v;
+        }
+        if !config.sources.is_empty() {
+            return Err(ConfigError::new(
+                "[[source]] tables are for `hearth relay`; a homeserver follows no sources",
+            ));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration of `hearth relay`: the same file and shared flags as `serve`, the
+    /// file's `[[source]]` tables, then the `--source` flags.
+    pub fn load_relay(args: &RelayArgs) -> Result<Config> {
+        let mut config = Config::load_common(&args.common)?;
+        for spec in &args.sources {
+            if !config.sources.contains(spec) {
+                config.sources.push(spec.clone());
+            }
+        }
+        let homeserver = Config::default();
+        for (name, differs) in [
+            ("signup_mode", config.signup_mode != homeserver.signup_mode),
+            ("quota_bytes", config.quota_bytes != homeserver.quota_bytes),
+            (
+                "max_body_bytes",
+                config.max_body_bytes != homeserver.max_body_bytes,
+            ),
+        ] {
+            if differs {
+                return Err(ConfigError::new(format!(
+                    "{name} is a homeserver setting; a relay keeps no accounts or files"
+                )));
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The file (if named), then the flags both commands share.
+    fn load_common(args: &CommonArgs) -> Result<Config> {
         let mut config = match &args.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
-        let ServeArgs {
+        let CommonArgs {
             config: _,
             data_dir,
             listen,
             admin_listen,
             admin_password,
-            signup_mode,
-            quota_bytes,
-            max_body_bytes,
             no_sync,
             keepalive_secs,
         } = args.clone();
@@ -145,22 +224,12 @@ impl Config {
         if admin_password.is_some() {
             config.admin_password = admin_password;
         }
-        if let Some(v) = signup_mode {
-            config.signup_mode = v;
-        }
-        if quota_bytes.is_some() {
-            config.quota_bytes = quota_bytes;
-        }
-        if let Some(v) = max_body_bytes {
-            config.max_body_bytes = v;
-        }
         if no_sync {
             config.sync = false;
         }
         if let Some(v) = keepalive_secs {
             config.keepalive_secs = v;
         }
-        config.validate()?;
         Ok(config)
     }
 
@@ -216,8 +285,11 @@ mod tests {
         )
         .unwrap();
         let args = ServeArgs {
-            config: Some(file),
-            listen: Some("127.0.0.1:7001".parse().unwrap()),
+            common: CommonArgs {
+                config: Some(file),
+                listen: Some("127.0.0.1:7001".parse().unwrap()),
+                ..CommonArgs::default()
+            },
             ..ServeArgs::default()
         };
         let config = Config::load(&args).unwrap();
@@ -234,5 +306,36 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn a_relay_reads_sources_from_the_file_and_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\n[[source]]\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(file.clone()),
+            ..CommonArgs::default()
+        };
+        let args = RelayArgs {
+            common: common.clone(),
+            sources: vec!["http://127.0.0.1:2".parse().unwrap()],
+        };
+        let config = Config::load_relay(&args).unwrap();
+        let sources: Vec<String> = config.sources.iter().map(ToString::to_string).collect();
+        assert_eq!(sources, vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(config.listen.port(), 7000);
+        // The same file refused by a homeserver, and homeserver settings by a relay.
+        let serve = ServeArgs {
+            common,
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&serve).is_err());
+        std::fs::write(&file, "signup_mode = \"token\"\n").unwrap();
+        assert!(Config::load_relay(&args).is_err());
     }
 }

@@ -3,6 +3,10 @@
 //! `Server::start` opens the store, starts the writer, binds the listeners and serves until
 //! `shutdown` is called; `stopped` then waits for in-flight requests to finish, the writer to
 //! drain, and LMDB to close. The binary and the tests use exactly this path.
+//!
+//! `Server::start_relay` is the same server in its other role: the same store, log, writer,
+//! hub and event streams, with the relay's sources as the producer instead of file writes,
+//! and the relay's routes (no files, no accounts).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use crate::log::hub::{Hub, DEFAULT_MAILBOX};
 use crate::log::EventLog;
 use crate::log::{CommitListener, Writer};
 use crate::migrations;
+use crate::relay::{Relay, RelayError, RelayTables};
 use crate::store::{meta_keys, Store, StoreError, StoreOptions};
 
 /// Why a server could not start, or did not stop cleanly.
@@ -30,6 +35,8 @@ pub enum ServerError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
     #[error("i/o failure: {0}")]
     Io(#[from] std::io::Error),
     /// The data directory belongs to another key.
@@ -49,13 +56,31 @@ pub struct Server {
     public_key: String,
     files: Files,
     log: EventLog,
+    relay: Option<Relay>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
 
+/// What a server is: a homeserver (its events come from file writes) or a relay (from its
+/// sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Homeserver,
+    Relay,
+}
+
 impl Server {
-    /// Open the store in `config.data_dir`, bind, and start serving.
+    /// Open the store in `config.data_dir`, bind, and start serving as a homeserver.
     pub async fn start(config: Config) -> Result<Server> {
+        Self::launch(config, Role::Homeserver).await
+    }
+
+    /// Open the store, bind, start following `config.sources`, and serve as a relay.
+    pub async fn start_relay(config: Config) -> Result<Server> {
+        Self::launch(config, Role::Relay).await
+    }
+
+    async fn launch(config: Config, role: Role) -> Result<Server> {
         config.validate()?;
         let keypair = identity::load_or_create(&config.data_dir)?;
         let public_key = keypair.public_key().z32();
@@ -76,6 +101,7 @@ impl Server {
         let publisher = Arc::clone(&hub);
         let on_commit: CommitListener = Arc::new(move |events| publisher.publish(events));
         let (writer, writer_thread) = Writer::start(&store, log.clone(), on_commit)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
 
         let listener = TcpListener::bind(config.listen).await.map_err(|err| {
             ServerError::Io(std::io::Error::new(
@@ -98,7 +124,17 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        // Sources start once the listeners are bound: a server that cannot start reads none.
+        let relay = match role {
+            Role::Homeserver => None,
+            Role::Relay => Some(Relay::start(
+                writer.clone(),
+                RelayTables::open(&store)?,
+                &config.sources,
+                crate::relay::Settings::default(),
+                shutdown_rx.clone(),
+            )?),
+        };
         let state = AppState {
             files: files.clone(),
             log: log.clone(),
@@ -107,6 +143,7 @@ impl Server {
             server_key: public_key.clone().into(),
             shutdown: shutdown_rx.clone(),
             hub: Arc::clone(&hub),
+            relay: relay.clone(),
         };
         // Event streams never end by themselves: close them when shutdown begins, so that the
         // graceful shutdown below can finish.
@@ -118,21 +155,37 @@ impl Server {
         // `into_make_service`: each connection gets a cheap clone of the router. Serving the
         // `Router` itself re-runs `with_state(())` per connection, which deep-clones every
         // route (~19 KiB a connection, measured with heaptrack): too much for idle streams.
-        let public = axum::serve(listener, http::router(state.clone()).into_make_service())
+        let (router, admin_router) = match role {
+            Role::Homeserver => (
+                http::router(state.clone()),
+                http::admin::router(state.clone()),
+            ),
+            Role::Relay => (
+                http::relay::router(state.clone()),
+                http::relay::admin_router(state.clone()),
+            ),
+        };
+        let public = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(signalled(shutdown_rx.clone()));
         let admin = admin_listener.map(|listener| {
-            axum::serve(listener, http::admin::router(state.clone()))
+            axum::serve(listener, admin_router)
                 .with_graceful_shutdown(signalled(shutdown_rx.clone()))
         });
         // Handlers hold their own clones; this one must not keep the writer alive.
         drop(state);
 
+        let sources = relay.clone();
         let task = tokio::spawn(async move {
             let admin_task =
                 admin.map(|admin| tokio::spawn(std::future::IntoFuture::into_future(admin)));
             let served = public.await;
             if let Some(admin_task) = admin_task {
                 let _ = admin_task.await;
+            }
+            // The source tasks end on the same signal; their last batches reach the writer
+            // before it drains.
+            if let Some(relay) = sources {
+                relay.stopped().await;
             }
             // Every `Writer` is gone with the router: the writer drains its queue and exits.
             tokio::task::spawn_blocking(move || {
@@ -150,6 +203,7 @@ impl Server {
             public_key,
             files,
             log,
+            relay,
             shutdown,
             task,
         })
@@ -187,13 +241,22 @@ impl Server {
         &self.log
     }
 
+    /// A relay's sources (`None` for a homeserver).
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
+    }
+
     /// Wait until the server has stopped and the store is closed.
     pub async fn stopped(self) -> Result<()> {
         let Server {
-            files, log, task, ..
+            files,
+            log,
+            relay,
+            task,
+            ..
         } = self;
         // The store closes once every handle is gone, these included.
-        drop((files, log));
+        drop((files, log, relay));
         task.await
             .map_err(|err| ServerError::Task(format!("the server task failed: {err}")))?
     }

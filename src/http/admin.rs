@@ -25,7 +25,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn check_password(state: &AppState, headers: &HeaderMap) -> Result<()> {
+pub(super) fn check_password(state: &AppState, headers: &HeaderMap) -> Result<()> {
     let Some(given) = headers.get(PASSWORD_HEADER) else {
         return Err(Error::Unauthorized(
             "missing admin password (X-Admin-Password)".into(),

@@ -9,6 +9,7 @@
 //! - `pubky_events`: Pubky's `GET /events/` and `GET /events-stream`;
 //! - `sse`: the stream plumbing those two share;
 //! - `admin`: the separate, password-guarded admin listener;
+//! - `relay`: a relay's routes (the event endpoints, `/relay/sources`) and its admin routes;
 //! - `tenant`: who a request is about; `session`: whether it proves a session that may write;
 //! - `error`: every failure of every layer, mapped to a status and a plain-text body.
 
@@ -20,6 +21,7 @@ mod firehose;
 mod grant;
 mod jws;
 mod pubky_events;
+pub mod relay;
 mod session;
 mod sse;
 mod tenant;
@@ -40,6 +42,7 @@ use crate::files::{FileOp, Files, FilesError, Written};
 use crate::log::hub::Hub;
 use crate::log::EventLog;
 use crate::log::Writer;
+use crate::relay::Relay;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -56,6 +59,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Fans committed events out to the event streams.
     pub hub: Arc<Hub>,
+    /// A relay's sources; `None` on a homeserver.
+    pub relay: Option<Relay>,
 }
 
 impl AppState {
