@@ -202,10 +202,9 @@ async fn newest(session: &Session<'_>, endpoint: &Endpoint) -> Option<u64> {
 
 /// The last 13-character id in `text` other than `probe`.
 fn named_id(text: &str, probe: &str) -> Option<u64> {
-    text.split(|c: char| !c.is_ascii_alphanumeric())
+    text.rsplit(|c: char| !c.is_ascii_alphanumeric())
         .filter(|word| word.len() == ids::ID_LEN && *word != probe)
-        .filter_map(|word| ids::decode(word).ok())
-        .last()
+        .find_map(|word| ids::decode(word).ok())
 }
 
 /// The state of reading one stream.
