@@ -603,7 +603,7 @@ impl PubkyDouble {
         while public < n {
             feed.next += match self.version {
                 Version::V05 => 1 + rng.below(5_000),
-                Version::V17 if rng.below(40) == 0 => 1 + rng.below(3),
+                Version::V17 if rng.below(150) == 0 => 1 + rng.below(3),
                 Version::V17 => 1,
             };
             let numeric = feed.next;
@@ -611,7 +611,7 @@ impl PubkyDouble {
                 Version::V05 => Id(numeric).to_string(),
                 Version::V17 => numeric.to_string(),
             };
-            let is_public = self.version == Version::V05 || rng.below(25) != 0;
+            let is_public = self.version == Version::V05 || rng.below(100) != 0;
             let kind = if rng.below(4) == 0 { "DEL" } else { "PUT" };
             let root = if is_public { "pub" } else { "priv" };
             let line = format!(

@@ -183,15 +183,17 @@ impl Session<'_> {
         Ok((hs, hearth))
     }
 
-    /// Store a batch; its cursor and counters land with it.
+    /// Store a batch that follows the stored cursor `follows`; its cursor and counters land
+    /// with it.
     pub(crate) async fn commit(
         &mut self,
         hs: &str,
         events: Vec<Incoming>,
         skipped: u64,
-        cursor: String,
+        follows: Option<String>,
+        cursor: Option<String>,
     ) -> Result<Ingested, Failure> {
-        let ingest = self.ingest(hs, events, skipped, cursor.clone());
+        let ingest = self.ingest(hs, events, skipped, follows, cursor.clone());
         let done = self
             .context
             .writer
@@ -207,7 +209,8 @@ impl Session<'_> {
         hs: &str,
         events: Vec<Incoming>,
         skipped: u64,
-        cursor: String,
+        follows: Option<String>,
+        cursor: Option<String>,
     ) -> Ingest {
         Ingest::new(
             self.context.tables.clone(),
@@ -215,15 +218,18 @@ impl Session<'_> {
             hs.to_string(),
             events,
             skipped,
+            follows,
             cursor,
         )
     }
 
     /// Reflect a committed batch in the status.
-    pub(crate) fn committed(&mut self, done: &Ingested, cursor: String) {
+    pub(crate) fn committed(&mut self, done: &Ingested, cursor: Option<String>) {
         self.progressed = true;
         let mut status = self.status.lock();
-        status.cursor = Some(cursor);
+        if cursor.is_some() {
+            status.cursor = cursor;
+        }
         status.ingested += done.stored;
         status.skipped += done.skipped;
         status.duplicates += done.duplicates;

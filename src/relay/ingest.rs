@@ -8,6 +8,10 @@
 //! origin and becomes the mark. The cursor is the id of the batch's last event, whatever
 //! became of it. Whether the commit lands or not, the cursor and the events it covers land
 //! together: a relay killed at any instant resumes each source exactly where its log ends.
+//!
+//! A batch names the cursor it follows, and is refused unless that is the stored one: a
+//! source may have several batches in the writer's queue, and if one fails, the next must
+//! not move the cursor past the events that did not land.
 
 use std::sync::Mutex;
 
@@ -44,7 +48,23 @@ pub struct Ingest {
     /// Taken (not cloned) when applied: the writer applies an op once.
     events: Mutex<Vec<Incoming>>,
     skipped: u64,
-    cursor: String,
+    /// The stored cursor this batch continues from.
+    follows: Option<String>,
+    /// The cursor after the batch; None when it moves none (only messages without an id).
+    cursor: Option<String>,
+}
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The source's stored cursor is not the one the batch follows (an earlier batch failed).
+    #[error("the batch follows cursor {follows:?}, but the stored cursor is {stored:?}")]
+    Stale {
+        follows: Option<String>,
+        stored: Option<String>,
+    },
 }
 
 /// What an ingest changed.
@@ -62,7 +82,8 @@ impl Ingest {
         hs: String,
         events: Vec<Incoming>,
         skipped: u64,
-        cursor: String,
+        follows: Option<String>,
+        cursor: Option<String>,
     ) -> Ingest {
         Ingest {
             tables,
@@ -70,6 +91,7 @@ impl Ingest {
             hs,
             events: Mutex::new(events),
             skipped,
+            follows,
             cursor,
         }
     }
@@ -77,19 +99,25 @@ impl Ingest {
 
 impl Op for Ingest {
     type Output = Ingested;
-    type Error = StoreError;
+    type Error = IngestError;
 
-    fn apply(&self, txn: &mut WriteTxn<'_>) -> Result<Ingested, StoreError> {
+    fn apply(&self, txn: &mut WriteTxn<'_>) -> Result<Ingested, IngestError> {
+        let mut record = self
+            .tables
+            .read_source(txn, &self.source)?
+            .unwrap_or_default();
+        if record.cursor != self.follows {
+            return Err(IngestError::Stale {
+                follows: self.follows.clone(),
+                stored: record.cursor,
+            });
+        }
         let events = std::mem::take(
             &mut *self
                 .events
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        let mut record = self
-            .tables
-            .read_source(txn, &self.source)?
-            .unwrap_or_default();
         // The marks this batch reads and moves: a batch names one homeserver, or a few.
         let mut marks: Vec<(String, Option<u128>, bool)> = Vec::new();
         let mut done = Ingested {
@@ -134,7 +162,9 @@ impl Op for Ingest {
             }
         }
         record.hs = Some(self.hs.clone());
-        record.cursor = Some(self.cursor.clone());
+        if self.cursor.is_some() {
+            record.cursor = self.cursor.clone();
+        }
         record.ingested += done.stored;
         record.skipped += done.skipped;
         record.duplicates += done.duplicates;
@@ -205,13 +235,18 @@ mod tests {
         let ingest = |source: &str, seqs: std::ops::RangeInclusive<u64>, skipped| {
             let events: Vec<Incoming> = seqs.clone().map(|s| incoming(Some(HS_A), s)).collect();
             let cursor = ids::encode(*seqs.end());
+            let follows = tables
+                .source(source)
+                .unwrap()
+                .and_then(|record| record.cursor);
             writer.submit(Ingest::new(
                 tables.clone(),
                 source.into(),
                 "relaykey".into(),
                 events,
                 skipped,
-                cursor,
+                follows,
+                Some(cursor),
             ))
         };
         let r1 = ingest("r1", 1..=5, 0).await.unwrap();
@@ -253,12 +288,28 @@ mod tests {
                 ALICE.into(),
                 vec![incoming(None, 1)],
                 0,
-                ids::encode(1),
+                None,
+                Some(ids::encode(1)),
             ))
             .await
             .unwrap();
         assert_eq!(own.stored, 1);
         assert_eq!(tables.mark(ALICE).unwrap(), order(&ids::encode(1)));
+        // A batch that does not follow the stored cursor changes nothing.
+        let stale = writer
+            .submit(Ingest::new(
+                tables.clone(),
+                "hs".into(),
+                ALICE.into(),
+                vec![incoming(None, 3)],
+                0,
+                Some(ids::encode(2)),
+                Some(ids::encode(3)),
+            ))
+            .await;
+        assert!(matches!(stale, Err(IngestError::Stale { .. })), "{stale:?}");
+        assert_eq!(tables.mark(ALICE).unwrap(), order(&ids::encode(1)));
+        assert_eq!(log.last_seq().unwrap(), 9);
 
         writer
             .submit(SetAdmin {

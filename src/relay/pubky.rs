@@ -157,8 +157,9 @@ impl PageReader<'_, '_> {
                 }
             }
         }
+        let follows = Some(at.text());
         self.session
-            .commit(self.hs, events, skipped, last.text())
+            .commit(self.hs, events, skipped, follows, Some(last.text()))
             .await?;
         *cursor = Some(last);
         Ok(caught_up)
@@ -193,8 +194,9 @@ impl PageReader<'_, '_> {
             }
         }
         if let Some(last) = last {
+            let follows = cursor.as_ref().map(Cursor::text);
             self.session
-                .commit(self.hs, events, skipped, last.text())
+                .commit(self.hs, events, skipped, follows, Some(last.text()))
                 .await?;
             *cursor = Some(last);
         }
