@@ -165,6 +165,13 @@ impl Server {
                 http::relay::admin_router(state.clone()),
             ),
         };
+        // No Nagle: an event stream writes small frames one after another, and each would
+        // otherwise wait for the previous one's ACK, which a client delays up to 40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "TCP_NODELAY refused");
+            }
+        });
         let public = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(signalled(shutdown_rx.clone()));
         let admin = admin_listener.map(|listener| {
