@@ -53,9 +53,9 @@ const REFUSED: u8 = 2;
 /// What one subscriber saw.
 pub(crate) struct Seen {
     /// (write number, arrival in ns since the run's start), in arrival order.
-    arrivals: Vec<(u32, u64)>,
+    pub arrivals: Vec<(u32, u64)>,
     /// Whether its stream failed or ended before it was told to stop.
-    broke: Option<String>,
+    pub broke: Option<String>,
 }
 
 pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, LoadError> {
@@ -148,7 +148,7 @@ pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, Lo
         duplicated,
         unexpected,
         broken,
-    } = tally(readers, total, &sent_at, &state).await?;
+    } = tally(join_all(readers).await?, total, &sent_at, &state);
 
     let delivery = Latency::from_nanos(&mut latencies);
     let put = Latency::from_nanos(&mut put_latencies);
@@ -221,21 +221,31 @@ pub(crate) struct Tally {
     pub broken: Vec<String>,
 }
 
-/// Collect the subscribers' arrivals against the writes' send times and outcomes.
-pub(crate) async fn tally(
+/// Wait for every subscriber to finish.
+pub(crate) async fn join_all(
     mut readers: tokio::task::JoinSet<Seen>,
+) -> Result<Vec<Seen>, LoadError> {
+    let mut seen = Vec::with_capacity(readers.len());
+    while let Some(done) = readers.join_next().await {
+        seen.push(done.map_err(|err| LoadError::Http(format!("a subscriber died: {err}")))?);
+    }
+    Ok(seen)
+}
+
+/// Collect the subscribers' arrivals against the writes' send times and outcomes.
+pub(crate) fn tally(
+    readers: Vec<Seen>,
     total: u64,
     sent_at: &[AtomicU64],
     state: &[AtomicU8],
-) -> Result<Tally, LoadError> {
+) -> Tally {
     let mut latencies = Vec::new();
     let mut missed = 0u64;
     let mut duplicated = 0u64;
     let mut unexpected = 0u64;
     let mut broken = Vec::new();
     let mut seen = vec![false; total as usize];
-    while let Some(done) = readers.join_next().await {
-        let one = done.map_err(|err| LoadError::Http(format!("a subscriber died: {err}")))?;
+    for one in readers {
         if let Some(why) = one.broke {
             broken.push(why);
         }
@@ -258,13 +268,13 @@ pub(crate) async fn tally(
             .filter(|&i| !seen[i] && state[i].load(Ordering::Relaxed) == ACKED)
             .count() as u64;
     }
-    Ok(Tally {
+    Tally {
         latencies,
         missed,
         duplicated,
         unexpected,
         broken,
-    })
+    }
 }
 
 /// Open `count` streams, 128 at a time; every one must open.

@@ -8,7 +8,9 @@
 //!   subscribers on the relay's `/firehose`, and PUTs at R writes/s spread evenly over the
 //!   homeservers. A write's clock starts when its PUT is sent to its homeserver and stops
 //!   when the relay's subscriber reads the event: homeserver commit, the relay's read, its
-//!   commit and its fan-out, all included.
+//!   commit and its fan-out, all included. One more subscriber on each homeserver's own
+//!   `/firehose` sees the same writes directly: the difference, write by write, is what the
+//!   relay adds (`relay_added`).
 //!
 //! Newest ids come from the homeserver itself: `/firehose` refuses a resume position ahead
 //! of its newest event with a 400 that names that event's id.
@@ -25,7 +27,8 @@ use tokio::sync::watch;
 
 use super::client::{signup_many, Admission, Conn, Target};
 use super::live::{
-    follow, open_many, tally, write_at_rate, Tally, WritePlan, ACKED, PENDING, UNSENT,
+    follow, join_all, open_many, tally, write_at_rate, Seen, Tally, WritePlan, ACKED, PENDING,
+    UNSENT,
 };
 use super::put::write_files;
 use super::stats::{per_second, Latency, ServerCost};
@@ -317,6 +320,21 @@ pub(crate) async fn live(context: &Context, args: &RelayLiveArgs) -> Result<Repo
             delivered.clone(),
         ));
     }
+    // The same writes, seen directly on each homeserver.
+    let mut direct = tokio::task::JoinSet::new();
+    for source in &setup.sources {
+        for stream in open_many(source, "/firehose", 1).await? {
+            direct.spawn(follow(
+                stream,
+                prefix.clone(),
+                total,
+                start,
+                stop_by,
+                stop_rx.clone(),
+                Arc::new(AtomicU64::new(0)),
+            ));
+        }
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let before = context.sample()?;
@@ -361,15 +379,18 @@ pub(crate) async fn live(context: &Context, args: &RelayLiveArgs) -> Result<Repo
     }
     let after = context.sample()?;
     let _ = stop_tx.send(true);
+    let relayed = join_all(readers).await?;
+    let mut added = relay_added(&relayed[0].arrivals, &join_all(direct).await?, total);
     let Tally {
         mut latencies,
         missed,
         duplicated,
         unexpected,
         broken,
-    } = tally(readers, total, &sent_at, &state).await?;
+    } = tally(relayed, total, &sent_at, &state);
 
     let delivery = Latency::from_nanos(&mut latencies);
+    let added = Latency::from_nanos(&mut added);
     let put = Latency::from_nanos(&mut put_latencies);
     let write_rate = per_second(acked, write_elapsed);
     let relay = before.zip(after).map(|(b, a)| ServerCost::between(b, a));
@@ -384,6 +405,7 @@ pub(crate) async fn live(context: &Context, args: &RelayLiveArgs) -> Result<Repo
         "acked": acked,
         "achieved_writes_per_s": write_rate,
         "lag": delivery,
+        "relay_added": added,
         "missed": missed,
         "duplicated": duplicated,
         "unexpected": unexpected,
@@ -394,8 +416,9 @@ pub(crate) async fn live(context: &Context, args: &RelayLiveArgs) -> Result<Repo
     let mut summary = format!(
         "relay-live: {acked}/{total} writes over {hosts} homeservers at {write_rate}/s, \
          {subscribers} relay subscribers: lag {}, {missed} missed, {duplicated} duplicated\n  \
-         PUT {}\n",
+         added by the relay (vs. a subscriber on the homeserver) {}\n  PUT {}\n",
         delivery.human(),
+        added.human(),
         put.human(),
     );
     if let Some(first) = broken.first() {
@@ -416,6 +439,26 @@ pub(crate) async fn live(context: &Context, args: &RelayLiveArgs) -> Result<Repo
         lines: vec![line],
         summary,
     })
+}
+
+/// For each write seen both on the relay and directly on its homeserver, how much later
+/// the relay's subscriber read it (ns; 0 when the direct subscriber was the later one).
+fn relay_added(relayed: &[(u32, u64)], direct: &[Seen], total: u64) -> Vec<u64> {
+    let mut direct_at = vec![None; total as usize];
+    for seen in direct {
+        for &(index, at) in &seen.arrivals {
+            direct_at[index as usize].get_or_insert(at);
+        }
+    }
+    let mut relay_at = vec![None; total as usize];
+    for &(index, at) in relayed {
+        relay_at[index as usize].get_or_insert(at);
+    }
+    relay_at
+        .iter()
+        .zip(&direct_at)
+        .filter_map(|(relay, direct)| Some(relay.as_ref()?.saturating_sub(*direct.as_ref()?)))
+        .collect()
 }
 
 /// A Hearth server's newest event id: `/firehose` names it when refusing a position ahead.
