@@ -114,6 +114,7 @@ fn relay_status(err: &RelayError) -> StatusCode {
         RelayError::Spec(_) => StatusCode::BAD_REQUEST,
         RelayError::NotFound(_) => StatusCode::NOT_FOUND,
         RelayError::Stopping(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RelayError::Client(_) => StatusCode::INTERNAL_SERVER_ERROR,
         RelayError::Store(err) => store_status(err),
     }
 }

@@ -69,13 +69,17 @@ pub(crate) async fn run(
             status.last_error = Some(reason);
             status.lag = None;
         }
-        let wait = match state {
-            State::Failed => Duration::MAX,
-            _ => jittered(delay),
+        // A failed source waits for its removal; one in backoff for its next try.
+        let wait = jittered(delay);
+        let retry = async move {
+            match state {
+                State::Failed => std::future::pending().await,
+                _ => tokio::time::sleep(wait).await,
+            }
         };
         delay = (delay * 2).min(context.settings.max_backoff);
         tokio::select! {
-            _ = tokio::time::sleep(wait.min(Duration::from_secs(1 << 30))) => {}
+            () = retry => {}
             _ = stop.wait_for(|stop| *stop) => return,
             _ = shutdown.wait_for(|stop| *stop) => return,
         }

@@ -47,6 +47,9 @@ pub enum RelayError {
     /// The relay is stopping.
     #[error("{0}")]
     Stopping(String),
+    /// The HTTP client for the sources could not be built (its TLS roots, say).
+    #[error("cannot build the HTTP client for the sources: {0}")]
+    Client(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -189,11 +192,7 @@ impl Relay {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("hearth-relay/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|err| {
-                RelayError::Store(StoreError::Unavailable(format!(
-                    "cannot build the HTTP client: {err}"
-                )))
-            })?;
+            .map_err(|err| RelayError::Client(err.to_string()))?;
         let relay = Relay {
             inner: Arc::new(Inner {
                 context: Context {
