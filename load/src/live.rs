@@ -196,12 +196,7 @@ pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, Lo
         ));
     }
     if let Some(server) = server {
-        summary.push_str(&format!(
-            "  server: {:.2} CPU s while writing, RSS {} -> {} KiB\n",
-            server.cpu_ms as f64 / 1000.0,
-            server.rss_before_kib,
-            server.rss_after_kib
-        ));
+        summary.push_str(&server.describe("server", "while writing"));
     }
     Ok(Report {
         lines: vec![line],

@@ -261,12 +261,7 @@ pub(crate) async fn catchup(context: &Context, args: &CatchupArgs) -> Result<Rep
         elapsed.as_secs_f64()
     );
     if let (Some(cost), Some(per)) = (relay, cpu_us_per_event) {
-        summary.push_str(&format!(
-            "  relay: {:.2} CPU s ({per:.2} us/event), RSS {} -> {} KiB\n",
-            cost.cpu_ms as f64 / 1000.0,
-            cost.rss_before_kib,
-            cost.rss_after_kib
-        ));
+        summary.push_str(&cost.describe("relay", &format!("({per:.2} us/event)")));
     }
     Ok(Report {
         lines: vec![line],
@@ -428,12 +423,7 @@ pub(crate) async fn live(context: &Context, args: &RelayLiveArgs) -> Result<Repo
         ));
     }
     if let Some(cost) = relay {
-        summary.push_str(&format!(
-            "  relay: {:.2} CPU s while writing, RSS {} -> {} KiB\n",
-            cost.cpu_ms as f64 / 1000.0,
-            cost.rss_before_kib,
-            cost.rss_after_kib
-        ));
+        summary.push_str(&cost.describe("relay", "while writing"));
     }
     Ok(Report {
         lines: vec![line],
