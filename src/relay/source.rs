@@ -151,7 +151,8 @@ impl std::str::FromStr for SourceSpec {
     }
 }
 
-/// A `[[source]]` table of the config file: `url`, `key`, or both.
+/// A `[[source]]` table of the config file: `url`, `key`, or both; or `spec`, the whole
+/// spec as the command line writes it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceTable {
@@ -159,20 +160,24 @@ pub struct SourceTable {
     pub url: Option<String>,
     /// The homeserver's key, z32.
     pub key: Option<String>,
+    /// Any spec form (instead of `url` and `key`).
+    pub spec: Option<String>,
 }
 
 impl TryFrom<SourceTable> for SourceSpec {
     type Error = SpecError;
 
     fn try_from(table: SourceTable) -> Result<Self, SpecError> {
-        match (table.key, table.url) {
-            (Some(key), Some(url)) => SourceSpec::parse(&format!("{key}@{url}")),
-            (None, Some(url)) => SourceSpec::parse(&url),
-            (Some(key), None) if key.len() == USER_KEY_LEN => SourceSpec::parse(&key),
-            (Some(key), None) => Err(SpecError::new(&key, "not a homeserver key")),
-            (None, None) => Err(SpecError::new(
+        match (table.key, table.url, table.spec) {
+            (None, None, Some(spec)) => SourceSpec::parse(&spec),
+            (_, _, Some(spec)) => Err(SpecError::new(&spec, "give spec alone, or url and key")),
+            (Some(key), Some(url), None) => SourceSpec::parse(&format!("{key}@{url}")),
+            (None, Some(url), None) => SourceSpec::parse(&url),
+            (Some(key), None, None) if key.len() == USER_KEY_LEN => SourceSpec::parse(&key),
+            (Some(key), None, None) => Err(SpecError::new(&key, "not a homeserver key")),
+            (None, None, None) => Err(SpecError::new(
                 "",
-                "a [[source]] needs a url, a key, or both",
+                "a [[source]] needs a url, a key, both, or a spec",
             )),
         }
     }
@@ -241,7 +246,7 @@ mod tests {
             source: Vec<SourceSpec>,
         }
         let file: File = toml::from_str(&format!(
-            "[[source]]\nurl = \"http://127.0.0.1:1\"\n[[source]]\nurl = \"pubky+http://h\"\nkey = \"{KEY}\"\n[[source]]\nkey = \"{KEY}\"\n"
+            "[[source]]\nurl = \"http://127.0.0.1:1\"\n[[source]]\nurl = \"pubky+http://h\"\nkey = \"{KEY}\"\n[[source]]\nkey = \"{KEY}\"\n[[source]]\nspec = \"{KEY}@http://h:2\"\n"
         ))
         .unwrap();
         let texts: Vec<String> = file.source.iter().map(ToString::to_string).collect();
@@ -250,11 +255,16 @@ mod tests {
             vec![
                 "http://127.0.0.1:1".to_string(),
                 format!("{KEY}@pubky+http://h"),
-                KEY.to_string()
+                KEY.to_string(),
+                format!("{KEY}@http://h:2"),
             ]
         );
         assert!(toml::from_str::<File>("[[source]]\nurl = \"ftp://x\"\n").is_err());
         assert!(toml::from_str::<File>("[[source]]\nuri = \"http://x\"\n").is_err());
         assert!(toml::from_str::<File>("[[source]]\n").is_err());
+        assert!(
+            toml::from_str::<File>("[[source]]\nspec = \"http://x\"\nurl = \"http://x\"\n")
+                .is_err()
+        );
     }
 }
