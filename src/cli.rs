@@ -1,4 +1,4 @@
-//! The `hearth` command line: `serve`, and the small client helpers a newcomer needs for what
+//! The `hearth` command line: `serve`, `relay`, and the small client helpers a newcomer needs for what
 //! curl cannot do (making a key, signing an AuthToken).
 
 use std::io::Write;
@@ -9,7 +9,7 @@ use pubky_common::auth::AuthToken;
 use pubky_common::capabilities::Capabilities;
 use pubky_common::crypto::Keypair;
 
-use crate::config::{Config, ConfigError, ServeArgs};
+use crate::config::{Config, ConfigError, RelayArgs, ServeArgs};
 use crate::server::{Server, ServerError};
 
 /// Why a command failed; printed as `hearth: <message>`.
@@ -58,6 +58,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (LMDB in ./hearth-data, on 127.0.0.1:6287, unless told otherwise).
     Serve(ServeArgs),
+    /// Run a relay: follow homeservers and relays (--source), serve their events as one
+    /// merged /firehose (and /events/, /events-stream, /relay/sources).
+    Relay(RelayArgs),
     /// Create a user keypair: writes the secret key file, prints the public key (z32).
     Keygen {
         /// Where to write the secret key (hex); refuses to overwrite.
@@ -121,7 +124,14 @@ pub enum Command {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(Config::load(&args)?).await,
+        Command::Serve(args) => {
+            let config = Config::load(&args)?;
+            run_server(Server::start(config.clone()).await?, &config).await
+        }
+        Command::Relay(args) => {
+            let config = Config::load_relay(&args)?;
+            run_server(Server::start_relay(config.clone()).await?, &config).await
+        }
         Command::Keygen { out } => keygen(&out),
         Command::Backup { data_dir, out } => backup(&data_dir, &out),
         Command::Verify { data_dir } => verify(&data_dir),
@@ -179,12 +189,11 @@ async fn resolve(key: &str, network: &crate::pkarr::Network) -> Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<()> {
-    let data_dir = config.data_dir.clone();
-    let server = Server::start(config).await?;
+/// Say where a started server is, serve until Ctrl-C or SIGTERM, then stop it cleanly.
+async fn run_server(server: Server, config: &Config) -> Result<()> {
     println!("hearth listening on {}", server.url());
     println!("server public key: {}", server.public_key());
-    println!("data directory: {}", data_dir.display());
+    println!("data directory: {}", config.data_dir.display());
     if let Some(admin) = server.admin_addr() {
         println!("admin listening on http://{admin}");
     }
@@ -193,6 +202,11 @@ async fn serve(config: Config) -> Result<()> {
     }
     if let Some(metrics) = server.metrics_addr() {
         println!("metrics listening on http://{metrics}/metrics");
+    }
+    if let Some(relay) = server.relay() {
+        for source in relay.sources() {
+            println!("following {}", source.source);
+        }
     }
     wait_for_signal().await?;
     println!("shutting down: finishing requests, closing the store");

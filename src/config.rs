@@ -2,7 +2,9 @@
 //! then command-line flags, each overriding the one before.
 //!
 //! The defaults make `hearth serve` work with no setup at all: LMDB in `./hearth-data`,
-//! listening on 127.0.0.1:6287, open signup, durable commits.
+//! listening on 127.0.0.1:6287, open signup, durable commits. `hearth relay` reads the same
+//! file and shares the flags of `CommonArgs`; its sources come from `[[source]]` tables and
+//! `--source` flags.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::http::rate_limit::RateLimitRule;
+use crate::relay::SourceSpec;
 
 /// A configuration that cannot work; the message says which setting and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +102,9 @@ pub struct Config {
     /// How many bytes of request bodies may be held in memory at once (received and waiting
     /// for their commit); a PUT beyond it waits before its body is read.
     pub max_body_bytes_in_flight: u64,
+    /// What a relay follows: the file's `[[source]]` tables (`url`, `key`, or `spec`).
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceSpec>,
 }
 
 impl Default for Config {
@@ -134,13 +140,15 @@ impl Default for Config {
             pkarr_relay: None,
             user_republish_secs: crate::pkarr::republisher::DEFAULT_INTERVAL.as_secs(),
             max_body_bytes_in_flight: 64 << 20,
+            sources: Vec::new(),
         }
     }
 }
 
-/// Flags of `hearth serve`; each also reads its `HEARTH_*` environment variable.
+/// Flags `hearth serve` and `hearth relay` share; each also reads its `HEARTH_*` environment
+/// variable.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
+pub struct CommonArgs {
     /// A TOML file with any of the settings below (snake_case keys).
     #[arg(long, env = "HEARTH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -156,15 +164,6 @@ pub struct ServeArgs {
     /// Password for the admin listener
     #[arg(long, env = "HEARTH_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
-    /// Who may sign up [default: open]
-    #[arg(long, env = "HEARTH_SIGNUP_MODE")]
-    pub signup_mode: Option<SignupMode>,
-    /// Per-user quota in bytes [default: unlimited]
-    #[arg(long, env = "HEARTH_QUOTA_BYTES")]
-    pub quota_bytes: Option<u64>,
-    /// Largest PUT body in bytes [default: 104857600]
-    #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<u64>,
     /// fsync every commit (the default); overrides `sync = false` in the config file
     #[arg(long, env = "HEARTH_SYNC", overrides_with = "no_sync")]
     pub sync: bool,
@@ -196,10 +195,6 @@ pub struct ServeArgs {
     /// [default: none: the socket's peer is the client]
     #[arg(long, env = "HEARTH_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
-    /// Bytes of request bodies held in memory at once; a PUT beyond it waits before its body
-    /// is read [default: 67108864]
-    #[arg(long, env = "HEARTH_MAX_BODY_BYTES_IN_FLIGHT")]
-    pub max_body_bytes_in_flight: Option<u64>,
     /// Address of the TLS listener, the server key as a raw public key (off unless set)
     #[arg(long, env = "HEARTH_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
@@ -244,6 +239,37 @@ pub struct ServeArgs {
     pub user_republish_secs: Option<u64>,
 }
 
+/// Flags of `hearth serve`: the shared ones, and a homeserver's own.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Who may sign up [default: open]
+    #[arg(long, env = "HEARTH_SIGNUP_MODE")]
+    pub signup_mode: Option<SignupMode>,
+    /// Per-user quota in bytes [default: unlimited]
+    #[arg(long, env = "HEARTH_QUOTA_BYTES")]
+    pub quota_bytes: Option<u64>,
+    /// Largest PUT body in bytes [default: 104857600]
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Bytes of request bodies held in memory at once; a PUT beyond it waits before its body
+    /// is read [default: 67108864]
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES_IN_FLIGHT")]
+    pub max_body_bytes_in_flight: Option<u64>,
+}
+
+/// Flags of `hearth relay`: the shared ones, and its sources.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// A source to follow, repeatable: http(s)://host[:port] (Hearth), pubky+http(s)://host[:port]
+    /// (Pubky), a homeserver key (z32), or <z32>@<url>. Added to the file's [[source]] tables.
+    #[arg(long = "source", value_name = "SPEC")]
+    pub sources: Vec<SourceSpec>,
+}
+
 impl ConfigError {
     fn new(message: impl Into<String>) -> Self {
         ConfigError(message.into())
@@ -251,21 +277,77 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Build the configuration from a file (if named) and the flags/environment.
+    /// The configuration of `hearth serve`: a file (if named), then the flags/environment.
     pub fn load(args: &ServeArgs) -> Result<Config> {
+        let mut config = Config::load_common(&args.common)?;
+        let ServeArgs {
+            common: _,
+            signup_mode,
+            quota_bytes,
+            max_body_bytes,
+            max_body_bytes_in_flight,
+        } = args.clone();
+        if let Some(v) = signup_mode {
+            config.signup_mode = v;
+        }
+        if quota_bytes.is_some() {
+            config.quota_bytes = quota_bytes;
+        }
+        if let Some(v) = max_body_bytes {
+            config.max_body_bytes = v;
+        }
+        if let Some(v) = max_body_bytes_in_flight {
+            config.max_body_bytes_in_flight = v;
+        }
+        if !config.sources.is_empty() {
+            return Err(ConfigError::new(
+                "[[source]] tables are for `hearth relay`; a homeserver follows no sources",
+            ));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration of `hearth relay`: the same file and shared flags as `serve`, the
+    /// file's `[[source]]` tables, then the `--source` flags.
+    pub fn load_relay(args: &RelayArgs) -> Result<Config> {
+        let mut config = Config::load_common(&args.common)?;
+        for spec in &args.sources {
+            if !config.sources.contains(spec) {
+                config.sources.push(spec.clone());
+            }
+        }
+        let homeserver = Config::default();
+        for (name, differs) in [
+            ("signup_mode", config.signup_mode != homeserver.signup_mode),
+            ("quota_bytes", config.quota_bytes != homeserver.quota_bytes),
+            (
+                "max_body_bytes",
+                config.max_body_bytes != homeserver.max_body_bytes,
+            ),
+        ] {
+            if differs {
+                return Err(ConfigError::new(format!(
+                    "{name} is a homeserver setting; a relay keeps no accounts or files"
+                )));
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The file (if named), then the flags both commands share.
+    fn load_common(args: &CommonArgs) -> Result<Config> {
         let mut config = match &args.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
-        let ServeArgs {
+        let CommonArgs {
             config: _,
             data_dir,
             listen,
             admin_listen,
             admin_password,
-            signup_mode,
-            quota_bytes,
-            max_body_bytes,
             sync,
             no_sync,
             map_size,
@@ -275,7 +357,6 @@ impl Config {
             retain_events,
             retain_days,
             trusted_proxies,
-            max_body_bytes_in_flight,
             tls_listen,
             head_timeout_secs,
             idle_timeout_secs,
@@ -301,15 +382,6 @@ impl Config {
         }
         if admin_password.is_some() {
             config.admin_password = admin_password;
-        }
-        if let Some(v) = signup_mode {
-            config.signup_mode = v;
-        }
-        if quota_bytes.is_some() {
-            config.quota_bytes = quota_bytes;
-        }
-        if let Some(v) = max_body_bytes {
-            config.max_body_bytes = v;
         }
         // The last of the two on the command line wins; a flag and the other's environment
         // variable together are refused by the parser rather than guessed at.
@@ -339,9 +411,6 @@ impl Config {
         }
         if let Some(v) = trusted_proxies {
             config.trusted_proxies = v;
-        }
-        if let Some(v) = max_body_bytes_in_flight {
-            config.max_body_bytes_in_flight = v;
         }
         if tls_listen.is_some() {
             config.tls_listen = tls_listen;
@@ -382,7 +451,6 @@ impl Config {
         if let Some(v) = user_republish_secs {
             config.user_republish_secs = v;
         }
-        config.validate()?;
         Ok(config)
     }
 
@@ -511,8 +579,11 @@ mod tests {
         )
         .unwrap();
         let args = ServeArgs {
-            config: Some(file),
-            listen: Some("127.0.0.1:7001".parse().unwrap()),
+            common: CommonArgs {
+                config: Some(file),
+                listen: Some("127.0.0.1:7001".parse().unwrap()),
+                ..CommonArgs::default()
+            },
             ..ServeArgs::default()
         };
         let config = Config::load(&args).unwrap();
@@ -583,8 +654,9 @@ mod tests {
             .map(|long| long.replace('-', "_"))
             .collect();
         let settings = serde_json::to_value(Config::default()).unwrap();
-        // A list of tables has no sensible flag: rate limits live in the file.
-        let tables = ["rate_limits"];
+        // Lists of tables have no sensible flag: rate limits live in the file, and a relay's
+        // sources in the file or its repeatable --source.
+        let tables = ["rate_limits", "source"];
         for key in settings.as_object().unwrap().keys() {
             if tables.contains(&key.as_str()) {
                 continue;
@@ -643,8 +715,11 @@ mod tests {
         let file = dir.path().join("hearth.toml");
         std::fs::write(&file, "shutdown_grace_secs = 9\n").unwrap();
         let args = ServeArgs {
-            config: Some(file),
-            shutdown_grace_secs: Some(1),
+            common: CommonArgs {
+                config: Some(file),
+                shutdown_grace_secs: Some(1),
+                ..CommonArgs::default()
+            },
             ..ServeArgs::default()
         };
         assert_eq!(Config::load(&args).unwrap().shutdown_grace_secs, 1);
@@ -661,9 +736,12 @@ mod tests {
         )
         .unwrap();
         let args = ServeArgs {
-            config: Some(file),
-            public_tls_port: Some(443),
-            pkarr_relay: Some(vec!["http://127.0.0.1:15411".into()]),
+            common: CommonArgs {
+                config: Some(file),
+                public_tls_port: Some(443),
+                pkarr_relay: Some(vec!["http://127.0.0.1:15411".into()]),
+                ..CommonArgs::default()
+            },
             ..ServeArgs::default()
         };
         let config = Config::load(&args).unwrap();
@@ -701,14 +779,48 @@ mod tests {
             panic!("not serve");
         };
         assert_eq!(
-            args.pkarr_bootstrap,
+            args.common.pkarr_bootstrap,
             Some(vec!["127.0.0.1:1".to_owned(), "127.0.0.1:2".to_owned()])
         );
         let bad = ServeArgs {
-            icann_domain: Some("not a domain".into()),
+            common: CommonArgs {
+                icann_domain: Some("not a domain".into()),
+                ..CommonArgs::default()
+            },
             ..ServeArgs::default()
         };
         assert!(Config::load(&bad).is_err());
+    }
+
+    #[test]
+    fn a_relay_reads_sources_from_the_file_and_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\n[[source]]\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(file.clone()),
+            ..CommonArgs::default()
+        };
+        let args = RelayArgs {
+            common: common.clone(),
+            sources: vec!["http://127.0.0.1:2".parse().unwrap()],
+        };
+        let config = Config::load_relay(&args).unwrap();
+        let sources: Vec<String> = config.sources.iter().map(ToString::to_string).collect();
+        assert_eq!(sources, vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(config.listen.port(), 7000);
+        // The same file refused by a homeserver, and homeserver settings by a relay.
+        let serve = ServeArgs {
+            common,
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&serve).is_err());
+        std::fs::write(&file, "signup_mode = \"token\"\n").unwrap();
+        assert!(Config::load_relay(&args).is_err());
     }
 
     #[test]

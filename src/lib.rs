@@ -9,6 +9,8 @@
 //!   a homeserver's key;
 //! - `files`: the homeserver's state (users, sessions, grants, files, quota) and the ops that
 //!   change it;
+//! - `relay`: beside `files`, the relay's sources: following other servers' event streams and
+//!   appending their events to the log (`hearth relay`);
 //! - `log`: the event log, the one group-committing writer that runs ops from any producer
 //!   (their events get their sequence numbers in the commit), and the fan-out (subscriptions,
 //!   hub, frames); knows no files or HTTP;
@@ -38,6 +40,7 @@ pub mod logging;
 pub mod migrations;
 pub mod path;
 pub mod pkarr;
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod telemetry;

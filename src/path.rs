@@ -94,6 +94,23 @@ impl FilePath {
         &self.0
     }
 
+    /// Whether `path` is already a file path as `parse` would write it (under `/pub/`, no
+    /// empty, `.` or `..` segment, no trailing `/`, within the limits, no control
+    /// character): one pass, no allocation, for paths that arrive normalized (a relay's
+    /// events). False means only "not sure": `parse` has the answer and the reason.
+    pub fn is_normalized_file(path: &str) -> bool {
+        let Some(rest) = path.strip_prefix(PUBLIC_ROOT) else {
+            return false;
+        };
+        path.len() <= MAX_PATH_BYTES
+            && path.is_ascii()
+            && rest.split('/').all(|segment| {
+                !matches!(segment, "" | "." | "..")
+                    && segment.len() <= MAX_SEGMENT_BYTES
+                    && !segment.bytes().any(|b| b.is_ascii_control())
+            })
+    }
+
     /// True when the path names a directory (ends with `/`).
     pub fn is_dir(&self) -> bool {
         self.0.ends_with('/')
@@ -150,6 +167,29 @@ mod tests {
         assert!(FilePath::parse(&long).is_err());
         let deep = format!("/pub/{}", "a/".repeat(2100));
         assert!(FilePath::parse(&deep).is_err());
+    }
+
+    #[test]
+    fn recognizes_normalized_file_paths() {
+        for good in ["/pub/a", "/pub/a/b.json", "/pub/.x", "/pub/a..b"] {
+            assert!(FilePath::is_normalized_file(good), "{good:?}");
+            assert_eq!(ok(good), good);
+        }
+        for unsure in [
+            "/pub/",
+            "/pub",
+            "/pub/a/",
+            "/pub//a",
+            "/pub/./a",
+            "/pub/a/..",
+            "/priv/a",
+            "/pub/a\tb",
+            "/pub/é",
+        ] {
+            assert!(!FilePath::is_normalized_file(unsure), "{unsure:?}");
+        }
+        let long = format!("/pub/{}", "x".repeat(256));
+        assert!(!FilePath::is_normalized_file(&long));
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //!
 //! `Server::start` locks the data directory, opens the store, starts the writer, binds the
 //! listeners and serves until `shutdown` is called; `stopped` then waits for in-flight requests
-//! to finish (at most the shutdown grace), the writer to drain, and LMDB to close. The binary and the tests use exactly this path.
+//! to finish (at most the shutdown grace), the writer to drain, and LMDB to close. The binary
+//! and the tests use exactly this path.
+//!
+//! `Server::start_relay` is the same server in its other role: the same store, log, writer,
+//! hub and event streams, with the relay's sources as the producer instead of file writes,
+//! and the relay's routes (no files, no accounts).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +31,7 @@ use crate::pkarr::publisher::PublishCount;
 use crate::pkarr::record::ServerRecord;
 use crate::pkarr::republisher::Summary;
 use crate::pkarr::{Beacon, BeaconSettings, PublicKey};
+use crate::relay::{Relay, RelayError, RelayTables};
 use crate::store::{meta_keys, Store, StoreError, StoreOptions};
 
 /// Why a server could not start, or did not stop cleanly.
@@ -39,6 +45,8 @@ pub enum ServerError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
     #[error("i/o failure: {0}")]
     Io(#[from] std::io::Error),
     /// A setting that passed the config's own checks but cannot work (the pkarr network).
@@ -67,13 +75,31 @@ pub struct Server {
     files: Files,
     log: EventLog,
     bodies: InFlight,
+    relay: Option<Relay>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
 
+/// What a server is: a homeserver (its events come from file writes) or a relay (from its
+/// sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Homeserver,
+    Relay,
+}
+
 impl Server {
-    /// Open the store in `config.data_dir`, bind, and start serving.
-    pub async fn start(mut config: Config) -> Result<Server> {
+    /// Open the store in `config.data_dir`, bind, and start serving as a homeserver.
+    pub async fn start(config: Config) -> Result<Server> {
+        Self::launch(config, Role::Homeserver).await
+    }
+
+    /// Open the store, bind, start following `config.sources`, and serve as a relay.
+    pub async fn start_relay(config: Config) -> Result<Server> {
+        Self::launch(config, Role::Relay).await
+    }
+
+    async fn launch(mut config: Config, role: Role) -> Result<Server> {
         config.validate()?;
         if config.tls_listen.is_some() {
             // Bootstrap nodes and relay URLs are checked before anything starts.
@@ -156,6 +182,17 @@ impl Server {
         let published = beacon.as_ref().map(Beacon::published);
         let user_passes = beacon.as_ref().map(Beacon::user_passes);
         let bodies = InFlight::new(config.max_body_bytes_in_flight);
+        // Sources start once the listeners are bound: a server that cannot start reads none.
+        let relay = match role {
+            Role::Homeserver => None,
+            Role::Relay => Some(Relay::start(
+                writer.clone(),
+                RelayTables::open(&store)?,
+                &config.sources,
+                crate::relay::Settings::default(),
+                shutdown_rx.clone(),
+            )?),
+        };
         let state = AppState {
             files: files.clone(),
             log: log.clone(),
@@ -165,6 +202,7 @@ impl Server {
             shutdown: shutdown_rx.clone(),
             hub: Arc::clone(&hub),
             bodies: bodies.clone(),
+            relay: relay.clone(),
         };
         // Event streams never end by themselves: close them when shutdown begins, so that the
         // graceful shutdown below can finish.
@@ -176,7 +214,16 @@ impl Server {
         // The public listeners (plain and TLS) share one connection limit; the admin listener
         // has its own few slots, so that a flood on the public port never locks the admin out.
         let slots = Arc::new(Semaphore::new(max_connections));
-        let router = http::router(state.clone());
+        let (router, admin_router) = match role {
+            Role::Homeserver => (
+                http::router(state.clone()),
+                http::admin::router(state.clone()),
+            ),
+            Role::Relay => (
+                http::relay::router(state.clone()),
+                http::relay::admin_router(state.clone()),
+            ),
+        };
         let mut listeners = vec![Listener {
             tcp: listener,
             tls: None,
@@ -199,7 +246,7 @@ impl Server {
             listeners.push(Listener {
                 tcp,
                 tls: None,
-                app: http::admin::router(state.clone()),
+                app: admin_router,
                 streams: false,
                 slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
                 name: "admin",
@@ -226,6 +273,7 @@ impl Server {
         // Handlers hold their own clones; this one must not keep the writer alive.
         drop(state);
 
+        let sources = relay.clone();
         let task = tokio::spawn(async move {
             let serving: Vec<_> = listeners
                 .into_iter()
@@ -235,6 +283,11 @@ impl Server {
                 .collect();
             for listener in serving {
                 let _ = listener.await;
+            }
+            // The source tasks end on the same signal; their last batches reach the writer
+            // before it drains.
+            if let Some(relay) = sources {
+                relay.stopped().await;
             }
             // The republisher reads the store: it must be done before the store closes.
             if let Some(beacon) = beacon {
@@ -263,6 +316,7 @@ impl Server {
             files,
             log,
             bodies,
+            relay,
             shutdown,
             task,
         })
@@ -325,13 +379,22 @@ impl Server {
         &self.log
     }
 
+    /// A relay's sources (`None` for a homeserver).
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
+    }
+
     /// Wait until the server has stopped and the store is closed.
     pub async fn stopped(self) -> Result<()> {
         let Server {
-            files, log, task, ..
+            files,
+            log,
+            relay,
+            task,
+            ..
         } = self;
         // The store closes once every handle is gone, these included.
-        drop((files, log));
+        drop((files, log, relay));
         task.await
             .map_err(|err| ServerError::Task(format!("the server task failed: {err}")))?
     }

@@ -4,126 +4,21 @@
 //! guard against hangs) and compares what arrived with the server's own event log.
 
 mod common;
+/// Client-side SSE (kept apart from `common`, which the load tool's tests share too).
+#[path = "common/sse.rs"]
+mod sse;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::{TestServer, User};
-use futures_util::StreamExt;
 use hearth::ids as id;
 use hearth::log::{Event, EventKind};
 use reqwest::StatusCode;
+use sse::{seed, take_message, Message, Rng, Sse, GUARD};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// Long enough for anything that works; only a hang reaches it.
-const GUARD: Duration = Duration::from_secs(60);
 
 async fn server() -> TestServer {
     TestServer::start_with(|config| config.sync = false).await
-}
-
-/// One SSE message as a client sees it.
-#[derive(Debug, Default, Clone)]
-struct Message {
-    id: Option<String>,
-    event: Option<String>,
-    data: Vec<String>,
-    retry: Option<String>,
-    comment: bool,
-}
-
-impl Message {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.data.join("\n")).expect("data is JSON")
-    }
-
-    fn seq(&self) -> u64 {
-        id::decode(self.id.as_deref().expect("an id line")).expect("a valid id")
-    }
-}
-
-/// Parse SSE messages out of a growing buffer.
-fn take_message(buf: &mut Vec<u8>) -> Option<Message> {
-    let end = buf.windows(2).position(|w| w == b"\n\n")?;
-    let block: Vec<u8> = buf.drain(..end + 2).collect();
-    let text = String::from_utf8(block).expect("SSE is UTF-8");
-    let mut message = Message::default();
-    for line in text.trim_end_matches('\n').split('\n') {
-        if line.starts_with(':') {
-            message.comment = true;
-            continue;
-        }
-        let (field, value) = line.split_once(": ").unwrap_or((line, ""));
-        match field {
-            "id" => message.id = Some(value.to_string()),
-            "event" => message.event = Some(value.to_string()),
-            "data" => message.data.push(value.to_string()),
-            "retry" => message.retry = Some(value.to_string()),
-            other => panic!("unexpected SSE field {other:?} in {text:?}"),
-        }
-    }
-    Some(message)
-}
-
-/// An SSE stream over reqwest.
-struct Sse {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buf: Vec<u8>,
-}
-
-impl Sse {
-    fn new(response: reqwest::Response) -> Sse {
-        Sse {
-            body: Box::pin(response.bytes_stream()),
-            buf: Vec::new(),
-        }
-    }
-
-    /// The next message (comments and `retry:` included); None once the server closed.
-    async fn next_any(&mut self) -> Option<Message> {
-        tokio::time::timeout(GUARD, self.next_unguarded())
-            .await
-            .unwrap_or_else(|_| panic!("no SSE message within {GUARD:?}"))
-    }
-
-    async fn next_unguarded(&mut self) -> Option<Message> {
-        loop {
-            if let Some(message) = take_message(&mut self.buf) {
-                return Some(message);
-            }
-            match self.body.next().await {
-                None => {
-                    assert!(self.buf.is_empty(), "stream ended mid-message");
-                    return None;
-                }
-                Some(chunk) => self.buf.extend_from_slice(&chunk.expect("stream chunk")),
-            }
-        }
-    }
-
-    /// The next event, skipping comments and `retry:`; keep-alives do not reset the guard.
-    async fn next_event(&mut self) -> Option<Message> {
-        let next = async {
-            loop {
-                let message = self.next_unguarded().await?;
-                if message.event.is_some() {
-                    return Some(message);
-                }
-            }
-        };
-        tokio::time::timeout(GUARD, next)
-            .await
-            .unwrap_or_else(|_| panic!("no SSE event within {GUARD:?}"))
-    }
-
-    /// Every event until the server closes the stream.
-    async fn all_events(&mut self) -> Vec<Message> {
-        let mut events = Vec::new();
-        while let Some(message) = self.next_event().await {
-            events.push(message);
-        }
-        events
-    }
 }
 
 async fn open(ts: &TestServer, query: &str, last_event_id: Option<&str>) -> reqwest::Response {
@@ -174,30 +69,6 @@ fn query_of(patterns: &[String]) -> String {
 
 fn urlencode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A small deterministic generator; the seed is printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
-    nanos | 1
 }
 
 async fn put(user: &User, path: &str, body: &str) {

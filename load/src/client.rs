@@ -188,6 +188,24 @@ impl Conn {
             .header(HOST, self.target.authority.as_str())
     }
 
+    /// Any request: a method, a path, headers and a body (the admin APIs).
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, LoadError> {
+        let mut request = self.request(method, path_and_query);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|err| LoadError::Http(format!("building a request: {err}")))?;
+        self.send(request).await
+    }
+
     /// `GET`, public.
     pub async fn get(&mut self, path_and_query: &str) -> Result<Answer, LoadError> {
         let request = self

@@ -6,11 +6,13 @@
 //! scenario prints one JSON line on stdout and a readable summary on stderr.
 //!
 //! Every scenario is bounded in count and in time, and only loopback targets are accepted.
+//! `relay-catchup` and `relay-live` measure a Hearth relay (`--url`) following homeservers.
 
 mod client;
 mod idle;
 mod live;
 mod put;
+mod relay;
 mod replay;
 mod slow;
 mod sse;
@@ -77,6 +79,10 @@ pub enum Scenario {
     Idle(idle::IdleArgs),
     /// One subscriber stalls while W events are written, then resumes: completeness, memory.
     Slow(slow::SlowArgs),
+    /// A fresh relay (--url) reads pre-filled homeservers (--source): events/s into it.
+    RelayCatchup(relay::CatchupArgs),
+    /// Writes at R/s over homeservers (--source) reach a relay's (--url) subscribers: lag.
+    RelayLive(relay::RelayLiveArgs),
 }
 
 /// Which event stream a subscriber follows.
@@ -133,6 +139,8 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         Scenario::Live(a) => live::run(&context, a).await?,
         Scenario::Idle(a) => idle::run(&context, a).await?,
         Scenario::Slow(a) => slow::run(&context, a).await?,
+        Scenario::RelayCatchup(a) => relay::catchup(&context, a).await?,
+        Scenario::RelayLive(a) => relay::live(&context, a).await?,
     };
     report.print();
     Ok(())
@@ -246,6 +254,8 @@ mod tests {
             "x idle --connections 10",
             "x slow --events 100 --stream events-stream",
             "x --admin-url http://127.0.0.1:6288 --admin-password p put --files 1",
+            "x relay-catchup --source http://127.0.0.1:1 --source http://127.0.0.1:2 --relay-admin http://127.0.0.1:3 --fill 10",
+            "x --url http://127.0.0.1:4 relay-live --source http://127.0.0.1:1 --relay-admin http://127.0.0.1:3 --rate 100",
         ] {
             let parsed = Cli::try_parse_from(line.split(' '));
             assert!(parsed.is_ok(), "{line}: {:?}", parsed.err());

@@ -45,17 +45,17 @@ pub struct LiveArgs {
 }
 
 /// Not yet sent, in the table of send times.
-const UNSENT: u64 = u64::MAX;
-const PENDING: u8 = 0;
-const ACKED: u8 = 1;
+pub(crate) const UNSENT: u64 = u64::MAX;
+pub(crate) const PENDING: u8 = 0;
+pub(crate) const ACKED: u8 = 1;
 const REFUSED: u8 = 2;
 
 /// What one subscriber saw.
-struct Seen {
+pub(crate) struct Seen {
     /// (write number, arrival in ns since the run's start), in arrival order.
-    arrivals: Vec<(u32, u64)>,
+    pub arrivals: Vec<(u32, u64)>,
     /// Whether its stream failed or ended before it was told to stop.
-    broke: Option<String>,
+    pub broke: Option<String>,
 }
 
 pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, LoadError> {
@@ -115,6 +115,7 @@ pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, Lo
         writer,
         &prefix,
         WritePlan {
+            first: 0,
             total,
             rate,
             writers,
@@ -141,36 +142,13 @@ pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, Lo
     let after = context.sample()?;
     let _ = stop_tx.send(true);
 
-    let mut latencies = Vec::with_capacity(expected as usize);
-    let mut missed = 0u64;
-    let mut duplicated = 0u64;
-    let mut unexpected = 0u64;
-    let mut broken = Vec::new();
-    let mut seen = vec![false; total as usize];
-    while let Some(done) = readers.join_next().await {
-        let one = done.map_err(|err| LoadError::Http(format!("a subscriber died: {err}")))?;
-        if let Some(why) = one.broke {
-            broken.push(why);
-        }
-        seen.iter_mut().for_each(|s| *s = false);
-        for (index, at) in one.arrivals {
-            let i = index as usize;
-            if seen[i] {
-                duplicated += 1;
-                continue;
-            }
-            seen[i] = true;
-            if state[i].load(Ordering::Relaxed) != ACKED {
-                unexpected += 1;
-                continue;
-            }
-            let sent = sent_at[i].load(Ordering::Relaxed);
-            latencies.push(at.saturating_sub(sent));
-        }
-        missed += (0..total as usize)
-            .filter(|&i| !seen[i] && state[i].load(Ordering::Relaxed) == ACKED)
-            .count() as u64;
-    }
+    let Tally {
+        mut latencies,
+        missed,
+        duplicated,
+        unexpected,
+        broken,
+    } = tally(join_all(readers).await?, total, &sent_at, &state);
 
     let delivery = Latency::from_nanos(&mut latencies);
     let put = Latency::from_nanos(&mut put_latencies);
@@ -218,17 +196,80 @@ pub(crate) async fn run(context: &Context, args: &LiveArgs) -> Result<Report, Lo
         ));
     }
     if let Some(server) = server {
-        summary.push_str(&format!(
-            "  server: {:.2} CPU s while writing, RSS {} -> {} KiB\n",
-            server.cpu_ms as f64 / 1000.0,
-            server.rss_before_kib,
-            server.rss_after_kib
-        ));
+        summary.push_str(&server.describe("server", "while writing"));
     }
     Ok(Report {
         lines: vec![line],
         summary,
     })
+}
+
+/// What the subscribers saw, write by write.
+pub(crate) struct Tally {
+    /// Delivery latencies (ns) of first sightings of acknowledged writes.
+    pub latencies: Vec<u64>,
+    pub missed: u64,
+    pub duplicated: u64,
+    /// Events of writes the server refused (or whose answer was lost).
+    pub unexpected: u64,
+    /// Why subscriber streams broke.
+    pub broken: Vec<String>,
+}
+
+/// Wait for every subscriber to finish.
+pub(crate) async fn join_all(
+    mut readers: tokio::task::JoinSet<Seen>,
+) -> Result<Vec<Seen>, LoadError> {
+    let mut seen = Vec::with_capacity(readers.len());
+    while let Some(done) = readers.join_next().await {
+        seen.push(done.map_err(|err| LoadError::Http(format!("a subscriber died: {err}")))?);
+    }
+    Ok(seen)
+}
+
+/// Collect the subscribers' arrivals against the writes' send times and outcomes.
+pub(crate) fn tally(
+    readers: Vec<Seen>,
+    total: u64,
+    sent_at: &[AtomicU64],
+    state: &[AtomicU8],
+) -> Tally {
+    let mut latencies = Vec::new();
+    let mut missed = 0u64;
+    let mut duplicated = 0u64;
+    let mut unexpected = 0u64;
+    let mut broken = Vec::new();
+    let mut seen = vec![false; total as usize];
+    for one in readers {
+        if let Some(why) = one.broke {
+            broken.push(why);
+        }
+        seen.iter_mut().for_each(|s| *s = false);
+        for (index, at) in one.arrivals {
+            let i = index as usize;
+            if seen[i] {
+                duplicated += 1;
+                continue;
+            }
+            seen[i] = true;
+            if state[i].load(Ordering::Relaxed) != ACKED {
+                unexpected += 1;
+                continue;
+            }
+            let sent = sent_at[i].load(Ordering::Relaxed);
+            latencies.push(at.saturating_sub(sent));
+        }
+        missed += (0..total as usize)
+            .filter(|&i| !seen[i] && state[i].load(Ordering::Relaxed) == ACKED)
+            .count() as u64;
+    }
+    Tally {
+        latencies,
+        missed,
+        duplicated,
+        unexpected,
+        broken,
+    }
 }
 
 /// Open `count` streams, 128 at a time; every one must open.
@@ -269,7 +310,7 @@ fn write_number(path: &str, prefix: &str, total: u64) -> Option<u32> {
 }
 
 /// One subscriber: read until told to stop, noting when each of this run's events arrived.
-async fn follow(
+pub(crate) async fn follow(
     mut stream: SseStream,
     prefix: String,
     total: u64,
@@ -324,17 +365,19 @@ async fn follow(
 }
 
 /// How the writes are paced.
-struct WritePlan {
-    total: u64,
-    rate: f64,
-    writers: usize,
-    size: usize,
+pub(crate) struct WritePlan {
+    /// This writer's writes are `first..first + total`.
+    pub first: u64,
+    pub total: u64,
+    pub rate: f64,
+    pub writers: usize,
+    pub size: usize,
 }
 
-/// PUT write 0..total on schedule (write i at i/rate), over `writers` connections. Records
-/// each write's send time and outcome; returns the PUT latencies.
+/// PUT writes first..first+total on schedule (the n-th at n/rate), over `writers`
+/// connections. Records each write's send time and outcome; returns the PUT latencies.
 #[allow(clippy::too_many_arguments)]
-async fn write_at_rate(
+pub(crate) async fn write_at_rate(
     target: &Target,
     user: User,
     prefix: &str,
@@ -385,11 +428,11 @@ async fn write_at_rate(
     }
     let period = Duration::from_secs_f64(1.0 / plan.rate);
     let first = tokio::time::Instant::now();
-    for index in 0..plan.total {
+    for index in plan.first..plan.first + plan.total {
         if Instant::now() >= stop_by {
             break;
         }
-        let due = first + period.mul_f64(index as f64);
+        let due = first + period.mul_f64((index - plan.first) as f64);
         tokio::time::sleep_until(due).await;
         if jobs.send(index).await.is_err() {
             break;

@@ -7,7 +7,7 @@ use hearth_load::{run, LoadArgs};
 #[command(
     name = "hearth-load",
     version,
-    about = "Load-test a running homeserver over HTTP (127.0.0.1 only): put, replay, live, idle, slow"
+    about = "Load-test a running homeserver or relay over HTTP (127.0.0.1 only): put, replay, live, idle, slow, relay-catchup, relay-live"
 )]
 struct Cli {
     #[command(flatten)]

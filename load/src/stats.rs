@@ -168,6 +168,16 @@ impl ServerCost {
             cpu_ms: after.cpu_ms.saturating_sub(before.cpu_ms),
         }
     }
+
+    /// A summary line: `  <who>: 1.23 CPU s <when>, RSS a -> b KiB`.
+    pub fn describe(&self, who: &str, when: &str) -> String {
+        format!(
+            "  {who}: {:.2} CPU s {when}, RSS {} -> {} KiB\n",
+            self.cpu_ms as f64 / 1000.0,
+            self.rss_before_kib,
+            self.rss_after_kib
+        )
+    }
 }
 
 #[cfg(test)]

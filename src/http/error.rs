@@ -2,7 +2,7 @@
 //! to statuses.
 //!
 //! Handlers return `Result<_, Error>`. Errors of the layers below (`PathError`, `FilesError`,
-//! `StoreError`, `LogError`) arrive through `?` and keep their own message; the HTTP-only
+//! `StoreError`, `LogError`, `RelayError`) arrive through `?` and keep their own message; the HTTP-only
 //! refusals (a bad parameter, no session) are built here. The body of an error answer is the
 //! plain message, so a client always learns what was wrong. Only failures of the server itself
 //! are 5xx: 507 when the store or the disk is full, 503 when the writer is gone, else 500.
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use crate::files::FilesError;
 use crate::log::{LogError, PositionError};
 use crate::path::PathError;
+use crate::relay::RelayError;
 use crate::store::{is_disk_full, StoreError};
 
 /// A failed request.
@@ -52,6 +53,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,6 +78,7 @@ impl Error {
             Error::Files(err) => files_status(err),
             Error::Store(err) => store_status(err),
             Error::Log(err) => log_status(err),
+            Error::Relay(err) => relay_status(err),
         }
     }
 }
@@ -111,6 +115,16 @@ fn log_status(err: &LogError) -> StatusCode {
         }
         LogError::Store(err) => store_status(err),
         LogError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn relay_status(err: &RelayError) -> StatusCode {
+    match err {
+        RelayError::Spec(_) => StatusCode::BAD_REQUEST,
+        RelayError::NotFound(_) => StatusCode::NOT_FOUND,
+        RelayError::Stopping(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RelayError::Client(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        RelayError::Store(err) => store_status(err),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `sse`: the stream plumbing those two share;
 //! - `admin`: the separate, password-guarded admin listener (`admin_users`: its user routes;
 //!   `status`: its status page and `/info`);
+//! - `relay`: a relay's routes (the event endpoints, `/relay/sources`) and its admin routes;
 //! - `metrics`: the metrics listener, and the middleware that counts requests by route;
 //! - `rate_limit`: the configured `[[rate_limits]]`, answered with 429;
 //! - `serve`: the connection layer under all of them (accept loops, TLS, deadlines, the
@@ -30,6 +31,7 @@ mod jws;
 pub mod metrics;
 mod pubky_events;
 pub mod rate_limit;
+pub mod relay;
 pub mod serve;
 mod session;
 mod sse;
@@ -52,6 +54,7 @@ use crate::files::{FileOp, Files, FilesError, Written};
 use crate::log::hub::Hub;
 use crate::log::EventLog;
 use crate::log::Writer;
+use crate::relay::Relay;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -70,6 +73,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Bounds the bytes of request bodies held in memory at once.
     pub bodies: crate::files::content::InFlight,
+    /// A relay's sources; `None` on a homeserver.
+    pub relay: Option<Relay>,
 }
 
 impl AppState {

@@ -270,10 +270,11 @@ pub async fn stream(State(state): State<AppState>, headers: HeaderMap, uri: Uri)
 
 async fn open_stream(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response> {
     let mut request = parse_stream_request(uri, state.config.max_patterns)?;
+    // A user is known by an account here, or (on a relay, which has none) by events.
     for (user, _) in &request.users {
-        if state.files.user(user)?.is_none() {
+        if state.files.user(user)?.is_none() && !state.log.has_events_of(user)? {
             return Err(Error::NotFound(format!(
-                "User not found: {user} has no account on this server"
+                "User not found: {user} has no account or events on this server"
             )));
         }
     }

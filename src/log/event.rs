@@ -172,7 +172,11 @@ pub(crate) fn encode(event: &Event) -> Result<Vec<u8>, StoreError> {
             hs_seq: &origin.hs_seq,
         }),
     };
-    postcard::to_extend(&record, vec![FORMAT_V2])
+    // Room for the whole record up front (the key, and at most ~140 bytes of the rest with an
+    // origin): growing the vector as postcard writes cost more than the encoding itself.
+    let mut out = Vec::with_capacity(144 + event.key.len());
+    out.push(FORMAT_V2);
+    postcard::to_extend(&record, out)
         .map_err(|err| StoreError::Lmdb(heed::Error::Encoding(Box::new(err))))
 }
 

@@ -333,6 +333,11 @@ impl EventLog {
         })
     }
 
+    /// Whether `user` has any event in the log (one lookup in the `by_user` index).
+    pub fn has_events_of(&self, user: &str) -> Result<bool, StoreError> {
+        Ok(self.scan_user(user, 0, 1, |_| false)?.is_some())
+    }
+
     /// Refuse a resume position the log cannot serve: ahead of the newest event, or before
     /// the oldest one retained.
     pub fn check_position(&self, after: u64) -> Result<(), super::LogError> {

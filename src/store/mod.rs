@@ -78,7 +78,8 @@ impl Store {
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
         // LMDB wants a multiple of the page size: round up to 64 KiB, a multiple of any.
         open.map_size(options.map_size.next_multiple_of(1 << 16))
-            .max_dbs(16)
+            // 14 tables today; room for the schema to grow without a reopen.
+            .max_dbs(64)
             .max_readers(4096);
         if !options.sync {
             // SAFETY: flags only; NO_SYNC keeps the store consistent but may lose the last commits.
