@@ -51,7 +51,7 @@ pub fn open_read_only(data_dir: &Path) -> Result<Env, BackupError> {
         )));
     }
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
-    options.max_dbs(16).max_readers(4096);
+    options.max_dbs(crate::store::MAX_TABLES).max_readers(4096);
     // SAFETY: flags only. READ_ONLY: this handle never writes.
     unsafe {
         options.flags(EnvFlags::READ_ONLY);

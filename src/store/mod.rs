@@ -17,6 +17,10 @@ use heed::{Database, EnvFlags, EnvOpenOptions, WithoutTls};
 
 pub use error::{is_disk_full, StoreError};
 
+/// The most named tables the environment opens (14 today): room for the schema to grow.
+/// Every opener of the environment (the server, `hearth backup`) uses it.
+pub const MAX_TABLES: u32 = 64;
+
 /// The environment type every layer shares.
 pub type Env = heed::Env<WithoutTls>;
 
@@ -78,8 +82,7 @@ impl Store {
         let mut open = EnvOpenOptions::new().read_txn_without_tls();
         // LMDB wants a multiple of the page size: round up to 64 KiB, a multiple of any.
         open.map_size(options.map_size.next_multiple_of(1 << 16))
-            // 14 tables today; room for the schema to grow without a reopen.
-            .max_dbs(64)
+            .max_dbs(MAX_TABLES)
             .max_readers(4096);
         if !options.sync {
             // SAFETY: flags only; NO_SYNC keeps the store consistent but may lose the last commits.
