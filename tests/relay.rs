@@ -65,6 +65,11 @@ async fn restart_in_place(ts: TestServer) -> TestServer {
 
 /// A relay in this process, following `sources`.
 async fn relay(sources: &[String]) -> TestServer {
+    relay_with(sources, |_| {}).await
+}
+
+/// The same, with a tweaked configuration.
+async fn relay_with(sources: &[String], tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::ephemeral(dir.path());
     config.sync = false;
@@ -74,6 +79,7 @@ async fn relay(sources: &[String]) -> TestServer {
         .iter()
         .map(|s| s.parse().expect("a source spec"))
         .collect();
+    tweak(&mut config);
     let server = Server::start_relay(config.clone())
         .await
         .expect("relay starts");
@@ -1094,6 +1100,136 @@ async fn sources_are_added_and_removed_at_run_time() {
         root.text().await.expect("body").trim(),
         relay.server.public_key()
     );
+}
+
+/// A relay's listeners are built as a homeserver's: its admin listener has the status page,
+/// login, `/info` (with its sources) and the password guard on every admin call; both answer
+/// a refused method with a body and `Allow`; the public one has the configured rate limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_listeners_are_built_like_a_homeservers() {
+    use hearth::http::rate_limit::{LimitKey, RateLimitRule};
+    let a = homeserver().await;
+    let user = a.signup().await;
+    write_n(&user, 4, "a").await;
+    let source = a.server.url();
+    let relay = relay_with(std::slice::from_ref(&source), |config| {
+        config.rate_limits = vec![RateLimitRule {
+            path: "/events/".into(),
+            method: "GET".into(),
+            quota: "1r/m".into(),
+            key: LimitKey::Ip,
+            burst: None,
+            whitelist: Vec::new(),
+        }];
+    })
+    .await;
+    until("A read", || status(&relay, &source).ingested == 4).await;
+    let (admin, http) = (relay.admin_url(), &relay.http);
+
+    // Every admin call needs the password; the page and the login form do not.
+    for (method, path) in [
+        (Method::GET, "/info"),
+        (Method::GET, "/relay/sources"),
+        (Method::POST, "/relay/sources"),
+        (Method::DELETE, "/relay/sources"),
+    ] {
+        let refused = http
+            .request(method.clone(), format!("{admin}{path}"))
+            .body(source.clone())
+            .send()
+            .await
+            .expect("admin call");
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert!(!refused.text().await.expect("body").is_empty());
+    }
+    // User routes are a homeserver's only.
+    let users = http
+        .get(format!("{admin}/users"))
+        .header("x-admin-password", ADMIN_PASSWORD)
+        .send()
+        .await
+        .expect("users");
+    assert_eq!(users.status(), StatusCode::NOT_FOUND);
+    let page = http.get(format!("{admin}/")).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.expect("page body");
+    assert!(
+        page.contains("\"relay\":true"),
+        "the page knows it is a relay"
+    );
+    let info: serde_json::Value = http
+        .get(format!("{admin}/info"))
+        .header("x-admin-password", ADMIN_PASSWORD)
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("info JSON");
+    assert_eq!(info["public_key"], relay.server.public_key());
+    let listed = info["relay_sources"].as_array().expect("relay_sources");
+    assert_eq!(listed.len(), 1, "{info}");
+    assert_eq!(listed[0]["source"], source.as_str());
+    assert_eq!(listed[0]["hs"], a.server.public_key());
+    assert_eq!(listed[0]["ingested"], 4);
+    assert!(
+        info.get("num_users").is_none(),
+        "a relay has no users: {info}"
+    );
+
+    // The page's login: its cookie opens the admin calls, as the page makes them.
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{admin}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("password={ADMIN_PASSWORD}"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = common::session_cookie(login.headers()).expect("a login cookie");
+    let sources = http
+        .get(format!("{admin}/relay/sources"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("sources");
+    assert_eq!(sources.status(), StatusCode::OK);
+
+    // A refused method is explained, on both listeners.
+    for (method, url) in [
+        (Method::POST, relay.url("/firehose")),
+        (Method::PUT, format!("{admin}/relay/sources")),
+    ] {
+        let response = http
+            .request(method.clone(), &url)
+            .header("x-admin-password", ADMIN_PASSWORD)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {url}"
+        );
+        let allow = response.headers().get("allow").cloned().expect("Allow");
+        assert!(allow.to_str().expect("Allow").contains("GET"), "{allow:?}");
+        let body = response.text().await.expect("body");
+        assert!(body.contains("not allowed"), "{method} {url}: {body:?}");
+    }
+
+    // The configured rate limits hold on a relay's public listener.
+    let events = || http.get(relay.url("/events/")).send();
+    assert_eq!(events().await.expect("events").status(), StatusCode::OK);
+    let limited = events().await.expect("events");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
 }
 
 fn urlencode(text: &str) -> String {
