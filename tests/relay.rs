@@ -5,6 +5,8 @@
 //! by a guard against hangs.
 
 mod common;
+#[path = "common/metrics.rs"]
+mod metrics;
 /// Client-side SSE (kept apart from `common`, which the load tool's tests share too).
 #[path = "common/sse.rs"]
 mod sse;
@@ -1104,7 +1106,8 @@ async fn sources_are_added_and_removed_at_run_time() {
 
 /// A relay's listeners are built as a homeserver's: its admin listener has the status page,
 /// login, `/info` (with its sources) and the password guard on every admin call; both answer
-/// a refused method with a body and `Allow`; the public one has the configured rate limits.
+/// a refused method with a body and `Allow`; the public one has the configured rate limits;
+/// and its metrics listener reports each source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relays_listeners_are_built_like_a_homeservers() {
     use hearth::http::rate_limit::{LimitKey, RateLimitRule};
@@ -1113,6 +1116,7 @@ async fn a_relays_listeners_are_built_like_a_homeservers() {
     write_n(&user, 4, "a").await;
     let source = a.server.url();
     let relay = relay_with(std::slice::from_ref(&source), |config| {
+        config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
         config.rate_limits = vec![RateLimitRule {
             path: "/events/".into(),
             method: "GET".into(),
@@ -1230,6 +1234,60 @@ async fn a_relays_listeners_are_built_like_a_homeservers() {
     let limited = events().await.expect("events");
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().contains_key("retry-after"));
+
+    // Metrics: each source's state, lag and counts, and the relay's requests by route.
+    let scrape = metrics::scrape(http, relay.server.metrics_addr().expect("metrics")).await;
+    let of_source = [("source", source.as_str())];
+    assert_eq!(
+        scrape.value(
+            "hearth_relay_source_state",
+            &[("source", source.as_str()), ("state", "following")]
+        ),
+        Some(1.0),
+        "{}",
+        scrape.text
+    );
+    assert_eq!(
+        scrape.value(
+            "hearth_relay_source_state",
+            &[("source", source.as_str()), ("state", "backoff")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        scrape.value("hearth_relay_source_ingested_total", &of_source),
+        Some(4.0)
+    );
+    assert_eq!(
+        scrape.value("hearth_relay_source_skipped_total", &of_source),
+        Some(0.0)
+    );
+    assert_eq!(
+        scrape.value("hearth_relay_source_lag_events", &of_source),
+        Some(0.0)
+    );
+    assert!(
+        scrape
+            .value(
+                "hearth_http_requests_total",
+                &[
+                    ("listener", "http"),
+                    ("route", "/events/"),
+                    ("status", "429")
+                ]
+            )
+            .is_some_and(|n| n >= 1.0),
+        "the relay's requests are counted"
+    );
+    assert!(
+        scrape
+            .value(
+                "hearth_http_requests_total",
+                &[("listener", "admin"), ("route", "/info")]
+            )
+            .is_some_and(|n| n >= 1.0),
+        "and its admin requests"
+    );
 }
 
 fn urlencode(text: &str) -> String {

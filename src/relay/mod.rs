@@ -55,8 +55,7 @@ pub enum RelayError {
 }
 
 /// What a source is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Locating it, checking its key, opening its stream.
     Connecting,
@@ -67,6 +66,24 @@ pub enum State {
     /// It cannot be followed as specified (`last_error` says why); not retried until it is
     /// removed and added again.
     Failed,
+}
+
+impl State {
+    /// The state as `/relay/sources` and the metrics write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Following => "following",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// One source as `GET /relay/sources` shows it.
