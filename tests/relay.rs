@@ -749,6 +749,121 @@ async fn pubky_homeservers_are_followed_through_their_events_pages() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Sources named by key
+
+/// A Hearth homeserver publishing its record on the DHT at `bootstrap`: with an ICANN
+/// endpoint (`localhost` and its HTTP port) or with its PubkyTLS endpoint only.
+async fn findable_homeserver(bootstrap: &str, icann: bool) -> TestServer {
+    TestServer::start_with(|config| {
+        config.sync = false;
+        config.tls_listen = Some("127.0.0.1:0".parse().expect("address"));
+        config.pkarr_bootstrap = Some(vec![bootstrap.to_string()]);
+        config.user_republish_secs = 0;
+        if icann {
+            config.icann_domain = Some("localhost".into());
+        }
+    })
+    .await
+}
+
+/// Wait for a homeserver's first publish of its record.
+async fn published(hs: &TestServer) {
+    let mut published = hs.server.record_published().expect("a TLS listener");
+    tokio::time::timeout(GUARD, published.wait_for(|count| count.published > 0))
+        .await
+        .expect("the record was never published")
+        .expect("publisher running");
+}
+
+/// A homeserver's events as a relay must hold them: (hs_seq, kind, uri), in order.
+fn committed_of(hs: &TestServer) -> Vec<(String, String, String)> {
+    hs.events()
+        .iter()
+        .map(|e| (id::encode(e.seq), e.kind.as_str().to_string(), e.uri()))
+        .collect()
+}
+
+/// Sources named only by their key, on a local DHT: a Hearth homeserver reached through its
+/// ICANN endpoint, one reached over PubkyTLS, and a Pubky homeserver (the `/events/` double)
+/// whose record names it at `localhost`; each homeserver's events reach the relay once, in
+/// order, under its key. A key without a record is in backoff, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_named_by_key_are_found_through_their_pkarr_records() {
+    use hearth::pkarr::{record::ServerRecord, testnet::Testnet, Keypair, Network};
+    let dht = Testnet::start(0, 3).await.expect("a DHT testnet");
+    let bootstrap = dht.bootstrap().to_string();
+    let icann = findable_homeserver(&bootstrap, true).await;
+    let tls = findable_homeserver(&bootstrap, false).await;
+    let pubky = PubkyDouble::start(Version::V17).await;
+    pubky.write(30, &mut Rng(seed()));
+    let pubky_key = Keypair::random();
+    let record = ServerRecord {
+        public_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        tls_port: 1,
+        http_port: pubky.addr.port(),
+        icann_domain: Some("localhost".into()),
+    };
+    let pkarr = Network::testnet(std::slice::from_ref(&bootstrap))
+        .client()
+        .expect("pkarr client");
+    let packet = record.sign(&pubky_key).expect("signed");
+    let (double, (), ()) = tokio::join!(pkarr.publish(&packet), published(&icann), published(&tls));
+    double.expect("the double's record published");
+    let missing = Keypair::random().public_key().to_z32();
+
+    let (icann_user, tls_user) = (icann.signup().await, tls.signup().await);
+    write_n(&icann_user, 3, "before").await;
+    write_n(&tls_user, 2, "before").await;
+    let keys = [
+        icann.server.public_key().to_string(),
+        tls.server.public_key().to_string(),
+        pubky_key.public_key().to_z32(),
+        missing.clone(),
+    ];
+    let relay = relay_with(&keys, |config| {
+        config.pkarr_bootstrap = Some(vec![bootstrap.clone()]);
+    })
+    .await;
+    until("both homeservers followed", || {
+        status(&relay, &keys[0]).state == State::Following
+            && status(&relay, &keys[1]).state == State::Following
+    })
+    .await;
+    write_n(&icann_user, 2, "live").await;
+    write_n(&tls_user, 3, "live").await;
+
+    let want = [committed_of(&icann), committed_of(&tls), pubky.expected()];
+    until("every event of the three", || {
+        want.iter()
+            .zip(&keys)
+            .all(|(want, key)| status(&relay, key).cursor == want.last().map(|e| e.0.clone()))
+    })
+    .await;
+    for (want, key) in want.iter().zip(&keys) {
+        assert_eq!(&relayed_of(&relay, key), want, "the events of {key}");
+        let s = status(&relay, key);
+        assert_eq!(s.hs.as_deref(), Some(key.as_str()));
+        assert_eq!((s.ingested, s.skipped), (want.len() as u64, 0), "{s:?}");
+    }
+    let total: usize = want.iter().map(Vec::len).sum();
+    assert_eq!(relay.events().len(), total, "each event stored once");
+
+    // A key without a record: retried, with the reason on /relay/sources.
+    let why = format!("no pkarr record for {missing}");
+    until_async("the missing key in backoff, saying why", || async {
+        let Some(listed) = sources_over_http(&relay.http, &relay.server.url()).await else {
+            return false;
+        };
+        listed.iter().any(|s| {
+            s["source"] == missing.as_str()
+                && s["state"] == "backoff"
+                && s["last_error"].as_str().is_some_and(|e| e.contains(&why))
+        })
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
 // Garbage, rewinds, sources that are down
 
 /// What a Hearth-like test server sends on `/firehose`.
