@@ -101,8 +101,9 @@ impl Server {
 
     async fn launch(mut config: Config, role: Role) -> Result<Server> {
         config.validate()?;
-        if config.tls_listen.is_some() {
-            // Bootstrap nodes and relay URLs are checked before anything starts.
+        if config.tls_listen.is_some() || role == Role::Relay {
+            // Bootstrap nodes and relay URLs are checked before anything starts (a relay
+            // resolves the sources it follows by key there).
             config.pkarr_network().builder().map_err(bad_setting)?;
         }
         // Before anything in the directory is touched: one server per data directory.
@@ -189,7 +190,10 @@ impl Server {
                 writer.clone(),
                 RelayTables::open(&store)?,
                 &config.sources,
-                crate::relay::Settings::default(),
+                crate::relay::Settings {
+                    network: config.pkarr_network(),
+                    ..crate::relay::Settings::default()
+                },
                 shutdown_rx.clone(),
             )?),
         };

@@ -7,16 +7,14 @@
 //! then reports into it. Values that are cheaper to read than to track (the log's head, the
 //! LMDB map) are set as gauges when scraped.
 //!
-//! Relays report each source's state through `relay_source`, which both sets the gauges and
-//! keeps the latest report for the admin status page.
+//! A relay's sources are read from its registry at scrape time too, each set through
+//! `relay_source`: a source's state, lag and counts are whatever its task last wrote.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde::Serialize;
 
 /// Every metric's name, with its help text (`# HELP`).
 pub mod names {
@@ -40,6 +38,7 @@ pub mod names {
     pub const RELAY_STATE: &str = "hearth_relay_source_state";
     pub const RELAY_LAG: &str = "hearth_relay_source_lag_events";
     pub const RELAY_INGESTED: &str = "hearth_relay_source_ingested_total";
+    pub const RELAY_SKIPPED: &str = "hearth_relay_source_skipped_total";
 
     pub const HELP: &[(&str, &str)] = &[
         (
@@ -89,6 +88,10 @@ pub mod names {
             "Events a relay source's newest is ahead of what was ingested",
         ),
         (RELAY_INGESTED, "Events ingested from a relay source"),
+        (
+            RELAY_SKIPPED,
+            "Events of a relay source that could not be read, passed over",
+        ),
     ];
 }
 
@@ -204,30 +207,25 @@ pub fn trimmed(n: u64) {
     counter!(names::TRIMMED).increment(n);
 }
 
-/// A relay source's state, as its registry last reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A relay source as its registry shows it at scrape time.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceReport {
     /// The source as configured (its spec).
     pub source: String,
     /// `connecting`, `following`, `backoff` or `failed`.
-    pub state: String,
-    /// Events behind the source's newest, where known.
+    pub state: &'static str,
+    /// Events behind the source's newest, where known (else the gauge keeps its last value).
     pub lag: Option<u64>,
     /// Events ingested from it so far.
     pub ingested: u64,
-    pub last_error: Option<String>,
+    /// Events of it that could not be read, passed over.
+    pub skipped: u64,
 }
 
 /// The states a relay source can be in (`hearth_relay_source_state{state=...}`).
 pub const SOURCE_STATES: &[&str] = &["connecting", "following", "backoff", "failed"];
 
-fn sources() -> &'static Mutex<BTreeMap<String, SourceReport>> {
-    static SOURCES: OnceLock<Mutex<BTreeMap<String, SourceReport>>> = OnceLock::new();
-    SOURCES.get_or_init(Mutex::default)
-}
-
-/// The hook a relay's source registry calls whenever a source changes state or ingests:
-/// sets the source's gauges and keeps the report for the status page.
+/// Set one relay source's gauges and counters, labelled by its spec.
 pub fn relay_source(report: SourceReport) {
     for state in SOURCE_STATES {
         let labels = [
@@ -236,17 +234,10 @@ pub fn relay_source(report: SourceReport) {
         ];
         gauge!(names::RELAY_STATE, &labels).set(if *state == report.state { 1.0 } else { 0.0 });
     }
-    let labels = [("source", report.source.clone())];
+    let labels = [("source", report.source)];
     if let Some(lag) = report.lag {
         gauge!(names::RELAY_LAG, &labels).set(lag as f64);
     }
     counter!(names::RELAY_INGESTED, &labels).absolute(report.ingested);
-    let mut sources = sources().lock().unwrap_or_else(|p| p.into_inner());
-    sources.insert(report.source.clone(), report);
-}
-
-/// The latest report of every relay source (none on a homeserver).
-pub fn relay_sources() -> Vec<SourceReport> {
-    let sources = sources().lock().unwrap_or_else(|p| p.into_inner());
-    sources.values().cloned().collect()
+    counter!(names::RELAY_SKIPPED, &labels).absolute(report.skipped);
 }

@@ -10,93 +10,14 @@ use bytes::Bytes;
 use common::TestServer;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-
-/// Accepts exactly one server key, sent as an RFC 7250 raw public key: what the Pubky SDK
-/// checks once it has resolved the server's key.
-#[derive(Debug)]
-struct ExpectKey {
-    spki: Vec<u8>,
-}
-
-impl ExpectKey {
-    fn for_z32(z32: &str) -> ExpectKey {
-        let key = pkarr::PublicKey::try_from(z32).expect("a server key");
-        ExpectKey {
-            spki: key.to_public_key_der().as_bytes().to_vec(),
-        }
-    }
-}
-
-impl ServerCertVerifier for ExpectKey {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if intermediates.is_empty() && end_entity.as_ref() == self.spki.as_slice() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "raw public keys need TLS 1.3".into(),
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature_with_raw_key(
-            message,
-            &SubjectPublicKeyInfoDer::from(cert.as_ref()),
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        true
-    }
-}
+use rustls::pki_types::ServerName;
 
 type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-async fn tls_connect(
-    addr: std::net::SocketAddr,
-    expect: ExpectKey,
-) -> Result<TlsStream, std::io::Error> {
-    let mut config = rustls::ClientConfig::builder_with_provider(
-        rustls::crypto::ring::default_provider().into(),
-    )
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("TLS 1.3")
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(expect))
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+/// A PubkyTLS connection that accepts exactly `z32`'s key (the relay's client config).
+async fn tls_connect(addr: std::net::SocketAddr, z32: &str) -> Result<TlsStream, std::io::Error> {
+    let key = pkarr::PublicKey::try_from(z32).expect("a server key");
+    let config = hearth::pkarr::tls::client_config(&key).expect("a client config");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").expect("a name");
@@ -130,7 +51,7 @@ async fn tls_listener_serves_the_router_under_the_server_key() {
     let key = ts.server.public_key().to_string();
     let addr = ts.server.tls_addr().expect("a TLS listener");
 
-    let stream = tls_connect(addr, ExpectKey::for_z32(&key))
+    let stream = tls_connect(addr, &key)
         .await
         .expect("handshake with the server key as a raw public key");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -155,7 +76,7 @@ async fn tls_listener_serves_the_router_under_the_server_key() {
 
     // Another key is refused: the client really checks what the server presents.
     let other = pubky_common::crypto::Keypair::random().public_key().z32();
-    let refused = tls_connect(addr, ExpectKey::for_z32(&other)).await;
+    let refused = tls_connect(addr, &other).await;
     assert!(refused.is_err(), "a handshake under another key must fail");
     ts.server.shutdown();
     ts.server.stopped().await.expect("stops");

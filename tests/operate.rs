@@ -2,6 +2,8 @@
 //! text parser, and retention trimming the log (by count and by age) with 410 for trimmed ids.
 
 mod common;
+#[path = "common/metrics.rs"]
+mod metrics;
 
 use std::time::{Duration, Instant};
 
@@ -160,30 +162,8 @@ async fn metrics_are_prometheus_text() {
     let first = stream.chunk().await.unwrap();
     assert!(first.is_some());
     let metrics = server.server.metrics_addr().expect("a metrics listener");
-    let response = server
-        .http
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = response.text().await.unwrap();
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
-    let value = |name: &str, label: Option<(&str, &str)>| -> Option<f64> {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .reduce(f64::max)
-    };
+    let scrape = metrics::scrape(&server.http, metrics).await;
+    let value = |name: &str, label: Option<(&str, &str)>| scrape.value(name, label.as_slice());
     // The recorder is shared by every server of this process: at least ours.
     let puts = value("hearth_http_requests_total", Some(("route", "/pub/*path")))
         .expect("requests by route");
@@ -198,6 +178,7 @@ async fn metrics_are_prometheus_text() {
     assert!(value("hearth_lmdb_map_used_bytes", None).unwrap() > 0.0);
     assert!(value("hearth_event_streams", None).unwrap() >= 1.0);
     let histogram = scrape
+        .parsed
         .samples
         .iter()
         .find(|s| s.metric == "hearth_http_request_duration_seconds")
@@ -207,7 +188,9 @@ async fn metrics_are_prometheus_text() {
         "{:?}",
         histogram.value
     );
-    assert!(text.contains("hearth_commit_duration_seconds_bucket"));
+    assert!(scrape
+        .text
+        .contains("hearth_commit_duration_seconds_bucket"));
     drop(stream);
 }
 

@@ -5,6 +5,8 @@
 //! by a guard against hangs.
 
 mod common;
+#[path = "common/metrics.rs"]
+mod metrics;
 /// Client-side SSE (kept apart from `common`, which the load tool's tests share too).
 #[path = "common/sse.rs"]
 mod sse;
@@ -65,6 +67,11 @@ async fn restart_in_place(ts: TestServer) -> TestServer {
 
 /// A relay in this process, following `sources`.
 async fn relay(sources: &[String]) -> TestServer {
+    relay_with(sources, |_| {}).await
+}
+
+/// The same, with a tweaked configuration.
+async fn relay_with(sources: &[String], tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::ephemeral(dir.path());
     config.sync = false;
@@ -74,6 +81,7 @@ async fn relay(sources: &[String]) -> TestServer {
         .iter()
         .map(|s| s.parse().expect("a source spec"))
         .collect();
+    tweak(&mut config);
     let server = Server::start_relay(config.clone())
         .await
         .expect("relay starts");
@@ -741,6 +749,121 @@ async fn pubky_homeservers_are_followed_through_their_events_pages() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Sources named by key
+
+/// A Hearth homeserver publishing its record on the DHT at `bootstrap`: with an ICANN
+/// endpoint (`localhost` and its HTTP port) or with its PubkyTLS endpoint only.
+async fn findable_homeserver(bootstrap: &str, icann: bool) -> TestServer {
+    TestServer::start_with(|config| {
+        config.sync = false;
+        config.tls_listen = Some("127.0.0.1:0".parse().expect("address"));
+        config.pkarr_bootstrap = Some(vec![bootstrap.to_string()]);
+        config.user_republish_secs = 0;
+        if icann {
+            config.icann_domain = Some("localhost".into());
+        }
+    })
+    .await
+}
+
+/// Wait for a homeserver's first publish of its record.
+async fn published(hs: &TestServer) {
+    let mut published = hs.server.record_published().expect("a TLS listener");
+    tokio::time::timeout(GUARD, published.wait_for(|count| count.published > 0))
+        .await
+        .expect("the record was never published")
+        .expect("publisher running");
+}
+
+/// A homeserver's events as a relay must hold them: (hs_seq, kind, uri), in order.
+fn committed_of(hs: &TestServer) -> Vec<(String, String, String)> {
+    hs.events()
+        .iter()
+        .map(|e| (id::encode(e.seq), e.kind.as_str().to_string(), e.uri()))
+        .collect()
+}
+
+/// Sources named only by their key, on a local DHT: a Hearth homeserver reached through its
+/// ICANN endpoint, one reached over PubkyTLS, and a Pubky homeserver (the `/events/` double)
+/// whose record names it at `localhost`; each homeserver's events reach the relay once, in
+/// order, under its key. A key without a record is in backoff, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_named_by_key_are_found_through_their_pkarr_records() {
+    use hearth::pkarr::{record::ServerRecord, testnet::Testnet, Keypair, Network};
+    let dht = Testnet::start(0, 3).await.expect("a DHT testnet");
+    let bootstrap = dht.bootstrap().to_string();
+    let icann = findable_homeserver(&bootstrap, true).await;
+    let tls = findable_homeserver(&bootstrap, false).await;
+    let pubky = PubkyDouble::start(Version::V17).await;
+    pubky.write(30, &mut Rng(seed()));
+    let pubky_key = Keypair::random();
+    let record = ServerRecord {
+        public_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        tls_port: 1,
+        http_port: pubky.addr.port(),
+        icann_domain: Some("localhost".into()),
+    };
+    let pkarr = Network::testnet(std::slice::from_ref(&bootstrap))
+        .client()
+        .expect("pkarr client");
+    let packet = record.sign(&pubky_key).expect("signed");
+    let (double, (), ()) = tokio::join!(pkarr.publish(&packet), published(&icann), published(&tls));
+    double.expect("the double's record published");
+    let missing = Keypair::random().public_key().to_z32();
+
+    let (icann_user, tls_user) = (icann.signup().await, tls.signup().await);
+    write_n(&icann_user, 3, "before").await;
+    write_n(&tls_user, 2, "before").await;
+    let keys = [
+        icann.server.public_key().to_string(),
+        tls.server.public_key().to_string(),
+        pubky_key.public_key().to_z32(),
+        missing.clone(),
+    ];
+    let relay = relay_with(&keys, |config| {
+        config.pkarr_bootstrap = Some(vec![bootstrap.clone()]);
+    })
+    .await;
+    until("both homeservers followed", || {
+        status(&relay, &keys[0]).state == State::Following
+            && status(&relay, &keys[1]).state == State::Following
+    })
+    .await;
+    write_n(&icann_user, 2, "live").await;
+    write_n(&tls_user, 3, "live").await;
+
+    let want = [committed_of(&icann), committed_of(&tls), pubky.expected()];
+    until("every event of the three", || {
+        want.iter()
+            .zip(&keys)
+            .all(|(want, key)| status(&relay, key).cursor == want.last().map(|e| e.0.clone()))
+    })
+    .await;
+    for (want, key) in want.iter().zip(&keys) {
+        assert_eq!(&relayed_of(&relay, key), want, "the events of {key}");
+        let s = status(&relay, key);
+        assert_eq!(s.hs.as_deref(), Some(key.as_str()));
+        assert_eq!((s.ingested, s.skipped), (want.len() as u64, 0), "{s:?}");
+    }
+    let total: usize = want.iter().map(Vec::len).sum();
+    assert_eq!(relay.events().len(), total, "each event stored once");
+
+    // A key without a record: retried, with the reason on /relay/sources.
+    let why = format!("no pkarr record for {missing}");
+    until_async("the missing key in backoff, saying why", || async {
+        let Some(listed) = sources_over_http(&relay.http, &relay.server.url()).await else {
+            return false;
+        };
+        listed.iter().any(|s| {
+            s["source"] == missing.as_str()
+                && s["state"] == "backoff"
+                && s["last_error"].as_str().is_some_and(|e| e.contains(&why))
+        })
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
 // Garbage, rewinds, sources that are down
 
 /// What a Hearth-like test server sends on `/firehose`.
@@ -1093,6 +1216,192 @@ async fn sources_are_added_and_removed_at_run_time() {
     assert_eq!(
         root.text().await.expect("body").trim(),
         relay.server.public_key()
+    );
+}
+
+/// A relay's listeners are built as a homeserver's: its admin listener has the status page,
+/// login, `/info` (with its sources) and the password guard on every admin call; both answer
+/// a refused method with a body and `Allow`; the public one has the configured rate limits;
+/// and its metrics listener reports each source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_listeners_are_built_like_a_homeservers() {
+    use hearth::http::rate_limit::{LimitKey, RateLimitRule};
+    let a = homeserver().await;
+    let user = a.signup().await;
+    write_n(&user, 4, "a").await;
+    let source = a.server.url();
+    let relay = relay_with(std::slice::from_ref(&source), |config| {
+        config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+        config.rate_limits = vec![RateLimitRule {
+            path: "/events/".into(),
+            method: "GET".into(),
+            quota: "1r/m".into(),
+            key: LimitKey::Ip,
+            burst: None,
+            whitelist: Vec::new(),
+        }];
+    })
+    .await;
+    until("A read", || status(&relay, &source).ingested == 4).await;
+    let (admin, http) = (relay.admin_url(), &relay.http);
+
+    // Every admin call needs the password; the page and the login form do not.
+    for (method, path) in [
+        (Method::GET, "/info"),
+        (Method::GET, "/relay/sources"),
+        (Method::POST, "/relay/sources"),
+        (Method::DELETE, "/relay/sources"),
+    ] {
+        let refused = http
+            .request(method.clone(), format!("{admin}{path}"))
+            .body(source.clone())
+            .send()
+            .await
+            .expect("admin call");
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert!(!refused.text().await.expect("body").is_empty());
+    }
+    // User routes are a homeserver's only.
+    let users = http
+        .get(format!("{admin}/users"))
+        .header("x-admin-password", ADMIN_PASSWORD)
+        .send()
+        .await
+        .expect("users");
+    assert_eq!(users.status(), StatusCode::NOT_FOUND);
+    let page = http.get(format!("{admin}/")).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.expect("page body");
+    assert!(
+        page.contains("\"relay\":true"),
+        "the page knows it is a relay"
+    );
+    let info: serde_json::Value = http
+        .get(format!("{admin}/info"))
+        .header("x-admin-password", ADMIN_PASSWORD)
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("info JSON");
+    assert_eq!(info["public_key"], relay.server.public_key());
+    let listed = info["relay_sources"].as_array().expect("relay_sources");
+    assert_eq!(listed.len(), 1, "{info}");
+    assert_eq!(listed[0]["source"], source.as_str());
+    assert_eq!(listed[0]["hs"], a.server.public_key());
+    assert_eq!(listed[0]["ingested"], 4);
+    assert!(
+        info.get("num_users").is_none(),
+        "a relay has no users: {info}"
+    );
+
+    // The page's login: its cookie opens the admin calls, as the page makes them.
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{admin}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("password={ADMIN_PASSWORD}"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = common::session_cookie(login.headers()).expect("a login cookie");
+    let sources = http
+        .get(format!("{admin}/relay/sources"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("sources");
+    assert_eq!(sources.status(), StatusCode::OK);
+
+    // A refused method is explained, on both listeners.
+    for (method, url) in [
+        (Method::POST, relay.url("/firehose")),
+        (Method::PUT, format!("{admin}/relay/sources")),
+    ] {
+        let response = http
+            .request(method.clone(), &url)
+            .header("x-admin-password", ADMIN_PASSWORD)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {url}"
+        );
+        let allow = response.headers().get("allow").cloned().expect("Allow");
+        assert!(allow.to_str().expect("Allow").contains("GET"), "{allow:?}");
+        let body = response.text().await.expect("body");
+        assert!(body.contains("not allowed"), "{method} {url}: {body:?}");
+    }
+
+    // The configured rate limits hold on a relay's public listener.
+    let events = || http.get(relay.url("/events/")).send();
+    assert_eq!(events().await.expect("events").status(), StatusCode::OK);
+    let limited = events().await.expect("events");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+
+    // Metrics: each source's state, lag and counts, and the relay's requests by route.
+    let scrape = metrics::scrape(http, relay.server.metrics_addr().expect("metrics")).await;
+    let of_source = [("source", source.as_str())];
+    assert_eq!(
+        scrape.value(
+            "hearth_relay_source_state",
+            &[("source", source.as_str()), ("state", "following")]
+        ),
+        Some(1.0),
+        "{}",
+        scrape.text
+    );
+    assert_eq!(
+        scrape.value(
+            "hearth_relay_source_state",
+            &[("source", source.as_str()), ("state", "backoff")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        scrape.value("hearth_relay_source_ingested_total", &of_source),
+        Some(4.0)
+    );
+    assert_eq!(
+        scrape.value("hearth_relay_source_skipped_total", &of_source),
+        Some(0.0)
+    );
+    assert_eq!(
+        scrape.value("hearth_relay_source_lag_events", &of_source),
+        Some(0.0)
+    );
+    assert!(
+        scrape
+            .value(
+                "hearth_http_requests_total",
+                &[
+                    ("listener", "http"),
+                    ("route", "/events/"),
+                    ("status", "429")
+                ]
+            )
+            .is_some_and(|n| n >= 1.0),
+        "the relay's requests are counted"
+    );
+    assert!(
+        scrape
+            .value(
+                "hearth_http_requests_total",
+                &[("listener", "admin"), ("route", "/info")]
+            )
+            .is_some_and(|n| n >= 1.0),
+        "and its admin requests"
     );
 }
 

@@ -38,6 +38,18 @@ fn find_chromium() -> Option<String> {
         .map(str::to_string)
 }
 
+/// The browser to test with; without one, say loudly that the page goes untested.
+fn chromium_or_skip() -> Option<String> {
+    let found = find_chromium();
+    if found.is_none() {
+        eprintln!(
+            "\n\n*** SKIPPED: no chromium on this machine; the status page was NOT tested in a \
+             browser. Install Debian's chromium (apt-get install -y chromium), as .ci/run does. ***\n"
+        );
+    }
+    found
+}
+
 /// A browser on a DevTools pipe: commands out, answers and events in.
 struct Browser {
     child: Child,
@@ -160,6 +172,16 @@ impl Browser {
         }
     }
 
+    /// Nothing went wrong on the page: no console error, exception or error log entry.
+    fn assert_clean(mut self) {
+        self.drain();
+        assert!(
+            self.errors.is_empty(),
+            "the page logged errors: {:#?}",
+            self.errors
+        );
+    }
+
     /// Evaluate `expression` in the page; its value.
     fn eval(&mut self, expression: &str) -> Value {
         let result = self.call(
@@ -184,31 +206,11 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_status_page_shows_the_server_and_a_live_put_without_console_errors() {
-    let Some(chromium) = find_chromium() else {
-        eprintln!(
-            "\n\n*** SKIPPED: no chromium on this machine; the status page was NOT tested in a \
-             browser. Install Debian's chromium (apt-get install -y chromium), as .ci/run does. ***\n"
-        );
-        return;
-    };
-    let server = TestServer::start_token_mode().await;
-    let token = server.mint_signup_token().await;
-    let admin = server.admin_url();
-    let key = server.server.public_key().to_string();
-
-    let mut browser = tokio::task::spawn_blocking(move || {
-        let mut browser = Browser::launch(&chromium);
+    /// A browser on the admin listener at `admin`, logged in through the page's own form,
+    /// its firehose view live.
+    fn logged_in(chromium: &str, admin: &str) -> Browser {
+        let mut browser = Browser::launch(chromium);
         let target = browser.call("Target.createTarget", json!({ "url": "about:blank" }));
         let attached = browser.call(
             "Target.attachToTarget",
@@ -240,9 +242,29 @@ async fn the_status_page_shows_the_server_and_a_live_put_without_console_errors(
             "a live firehose",
         );
         browser
-    })
-    .await
-    .expect("browser task");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_server_and_a_live_put_without_console_errors() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let server = TestServer::start_token_mode().await;
+    let token = server.mint_signup_token().await;
+    let admin = server.admin_url();
+    let key = server.server.public_key().to_string();
+
+    let mut browser = tokio::task::spawn_blocking(move || Browser::logged_in(&chromium, &admin))
+        .await
+        .expect("browser task");
 
     // A user signs up and writes while the page is open.
     let user = server.signup_with_token(&token).await;
@@ -266,14 +288,67 @@ async fn the_status_page_shows_the_server_and_a_live_put_without_console_errors(
         let row = browser
             .eval("document.getElementById('events-list').firstChild.children[1].textContent");
         assert_eq!(row, json!("PUT"));
-        browser.drain();
         browser
     })
     .await
     .expect("browser task");
-    assert!(
-        browser.errors.is_empty(),
-        "the page logged errors: {:#?}",
-        browser.errors
-    );
+    browser.assert_clean();
+}
+
+/// On a relay the page shows its sources (state, lag, counts) instead of users and tokens,
+/// and a PUT on the homeserver it follows arrives live through the relay's firehose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_status_page_shows_its_sources_and_the_merged_firehose() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let homeserver = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = hearth::config::Config::ephemeral(dir.path());
+    config.admin_listen = Some("127.0.0.1:0".parse().expect("address"));
+    config.admin_password = Some(ADMIN_PASSWORD.into());
+    let source = homeserver.server.url();
+    config.sources = vec![source.parse().expect("a source")];
+    let relay = hearth::server::Server::start_relay(config)
+        .await
+        .expect("relay starts");
+    let admin = format!("http://{}", relay.admin_addr().expect("admin listener"));
+
+    let mut browser = tokio::task::spawn_blocking(move || Browser::logged_in(&chromium, &admin))
+        .await
+        .expect("browser task");
+    let user = homeserver.signup().await;
+    let path = "/pub/status-page/through-the-relay.json";
+    assert_eq!(user.put(path, "{}").await.status(), 201);
+
+    let browser = tokio::task::spawn_blocking(move || {
+        browser.wait_for(
+            &format!(
+                "document.getElementById('events-list').textContent.includes({})",
+                json!(path)
+            ),
+            "the PUT, through the relay, in its live view",
+        );
+        browser.wait_for(
+            &format!(
+                "[...document.querySelectorAll('#sources tr')].some((row) => \
+                 row.children[0].textContent === {} && \
+                 row.querySelector('.state').textContent === 'following')",
+                json!(source)
+            ),
+            "the source, following",
+        );
+        browser.wait_for(
+            "document.getElementById('following').textContent === '1 (1)' \
+             && document.getElementById('title').textContent === 'Hearth relay' \
+             && document.getElementById('users').closest('.card').hidden",
+            "the relay's cards, not a homeserver's",
+        );
+        browser
+    })
+    .await
+    .expect("browser task");
+    browser.assert_clean();
+    relay.shutdown();
+    relay.stopped().await.expect("relay stops");
 }

@@ -9,6 +9,9 @@
 //! - `GET /` the status page and `POST /login` (`status`), open without the password (the page
 //!   holds nothing secret; what it shows of the admin's comes from the guarded `/info`).
 //!
+//! A relay's admin listener is the same listener (`listener`: status page, login, `/info`,
+//! the password guard) with the relay's source routes in place of the user routes.
+//!
 //! Every other path needs the password: the `X-Admin-Password` header (as Pubky), HTTP Basic
 //! with the password (any user name), or the cookie `POST /login` sets. Without it: 401.
 
@@ -40,6 +43,7 @@ pub const PASSWORD_HEADER: &str = "x-admin-password";
 const MAX_LIST_LIMIT: usize = 1000;
 pub(super) const DEFAULT_LIST_LIMIT: usize = 100;
 
+/// The homeserver's admin listener.
 pub fn router(state: AppState) -> Router {
     let guarded = Router::new()
         .route(
@@ -47,7 +51,6 @@ pub fn router(state: AppState) -> Router {
             get(generate_signup_token).post(generate_signup_token_with_limits),
         )
         .route("/signup_tokens", get(list_signup_tokens))
-        .route("/info", get(status::info))
         .route("/users", get(admin_users::list))
         .route("/users/{pubkey}", get(admin_users::get_one))
         .route("/users/{pubkey}/disable", post(admin_users::disable))
@@ -56,11 +59,17 @@ pub fn router(state: AppState) -> Router {
             "/users/{pubkey}/quota",
             get(admin_users::get_quota).patch(admin_users::patch_quota),
         )
-        .route("/webdav/{*entry}", delete(admin_users::delete_entry))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_password,
-        ));
+        .route("/webdav/{*entry}", delete(admin_users::delete_entry));
+    listener(guarded, state)
+}
+
+/// An admin listener of either role: `guarded` (the role's own routes) and `GET /info`
+/// behind the password; the status page, login and logout open; every request counted by
+/// route in the metrics, and a body for every refusal the router makes by itself.
+pub(super) fn listener(guarded: Router<AppState>, state: AppState) -> Router {
+    let guarded = guarded.route("/info", get(status::info)).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), require_password),
+    );
     let routes = Router::new()
         .merge(guarded)
         .route("/", get(status::page))

@@ -1,5 +1,6 @@
 //! The metrics listener (`--metrics-listen`, off by default): `GET /metrics` answers the
-//! Prometheus text of `telemetry`, no password (bind it where only the scraper reaches). And
+//! Prometheus text of `telemetry`, no password (bind it where only the scraper reaches); on a
+//! relay, with each source's state, lag and counts as its registry shows them then. And
 //! the middleware that counts and times every request of the other listeners by route.
 
 use std::time::Instant;
@@ -13,7 +14,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::AppState;
-use crate::telemetry::{self, Snapshot};
+use crate::telemetry::{self, Snapshot, SourceReport};
 
 /// The metrics listener's router.
 pub fn router(state: AppState, handle: PrometheusHandle) -> Router {
@@ -40,6 +41,17 @@ async fn scrape(State((state, handle)): State<(AppState, PrometheusHandle)>) -> 
         Ok(Err(err)) => return failed(err.to_string()),
         Err(err) => return failed(err.to_string()),
     };
+    if let Some(relay) = &state.relay {
+        for source in relay.sources() {
+            telemetry::relay_source(SourceReport {
+                source: source.source,
+                state: source.state.as_str(),
+                lag: source.lag,
+                ingested: source.ingested,
+                skipped: source.skipped,
+            });
+        }
+    }
     let text = telemetry::render(&handle, snapshot);
     (
         [(

@@ -115,7 +115,14 @@ pub fn router(state: AppState) -> Router {
         .route("/firehose", get(firehose::firehose))
         .route("/events/", get(pubky_events::feed))
         .route("/events-stream", get(pubky_events::stream))
-        .fallback(not_found)
+        .fallback(not_found);
+    public(routes, state)
+}
+
+/// A public listener of either role: `routes` with the configured rate limits, counted by
+/// route in the metrics, a body for every refusal the router makes by itself, and CORS.
+fn public(routes: Router<AppState>, state: AppState) -> Router {
+    let routes = routes
         .layer(axum::middleware::from_fn_with_state(
             rate_limit::Limits::new(&state.config.rate_limits, &state.config.trusted_proxies),
             rate_limit::layer,

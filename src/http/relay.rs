@@ -1,8 +1,9 @@
 //! A relay's routes. The public listener serves the merged log exactly as a homeserver serves
 //! its own (`/firehose`, `/events/`, `/events-stream`, `GET /` with the relay's key), plus
 //! `GET /relay/sources`; it has no files and no accounts, so everything else is a 404 that
-//! says so. The admin listener (password-guarded like the homeserver's) adds and removes
-//! sources while the relay runs:
+//! says so. Both listeners are built like the homeserver's (rate limits, metrics, bodies for
+//! refusals; on the admin one the status page, login, `/info` and the password guard), and
+//! the admin listener adds and removes sources while the relay runs:
 //!
 //! - `GET /relay/sources`: the sources' states, as on the public listener;
 //! - `POST /relay/sources`, the body a source spec: follow it (201; 200 if it was followed
@@ -12,38 +13,36 @@
 //!   `forget=true` drops its cursor and counters too.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use super::error::{Error, Result};
 use super::tenant::query_pairs;
-use super::{admin, cors, firehose, pubky_events, root, AppState};
+use super::{admin, firehose, pubky_events, public, root, AppState};
 use crate::relay::{Added, Relay, SourceSpec};
 
 /// The relay's public router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(root))
         .route("/firehose", get(firehose::firehose))
         .route("/events/", get(pubky_events::feed))
         .route("/events-stream", get(pubky_events::stream))
         .route("/relay/sources", get(sources))
-        .fallback(not_here)
-        .layer(cors())
-        .with_state(state)
+        .fallback(not_here);
+    public(routes, state)
 }
 
-/// The relay's admin router.
+/// The relay's admin listener: the status page, login and `/info` as on a homeserver, and
+/// its sources in place of the user routes.
 pub fn admin_router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { "Hearth relay admin endpoint\n" }))
-        .route(
-            "/relay/sources",
-            get(admin_sources).post(add_source).delete(remove_source),
-        )
-        .with_state(state)
+    let guarded = Router::new().route(
+        "/relay/sources",
+        get(sources).post(add_source).delete(remove_source),
+    );
+    admin::listener(guarded, state)
 }
 
 async fn not_here(method: Method, uri: Uri) -> Error {
@@ -82,18 +81,8 @@ async fn sources(State(state): State<AppState>) -> Result<Response> {
     Ok(json(StatusCode::OK, encode(&relay(&state)?.sources())?))
 }
 
-async fn admin_sources(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    admin::check_password(&state, &headers)?;
-    sources(State(state)).await
-}
-
 /// `POST /relay/sources` with a spec as the body.
-async fn add_source(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: String,
-) -> Result<Response> {
-    admin::check_password(&state, &headers)?;
+async fn add_source(State(state): State<AppState>, body: String) -> Result<Response> {
     let spec = SourceSpec::parse(&body).map_err(crate::relay::RelayError::from)?;
     let (added, status) = relay(&state)?.add(spec).await?;
     let code = match added {
@@ -104,12 +93,7 @@ async fn add_source(
 }
 
 /// `DELETE /relay/sources?source=<spec>[&forget=true]`.
-async fn remove_source(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response> {
-    admin::check_password(&state, &headers)?;
+async fn remove_source(State(state): State<AppState>, uri: Uri) -> Result<Response> {
     let mut spec = None;
     let mut forget = false;
     for (key, value) in query_pairs(&uri) {

@@ -5,8 +5,8 @@
 //! elsewhere). It is served without the password because it holds nothing secret: the
 //! server's key and public URL, the log's head, and a live view of the firehose, which is
 //! public on the main listener (CORS is open there), read with `EventSource`. What only the
-//! admin may see (counts of users and tokens, the map, relay sources) comes from `GET /info`,
-//! which needs the password like every admin call. A browser cannot add the `X-Admin-Password`
+//! admin may see (counts of users and tokens, the map) comes from `GET /info`, and on a relay
+//! its sources from `GET /relay/sources`; both need the password like every admin call. A browser cannot add the `X-Admin-Password`
 //! header to its requests, so the page offers a login form: `POST /login` checks the password
 //! and sets an `HttpOnly; SameSite=Strict` cookie holding a keyed hash of the password under a
 //! key made at start (a restart or a new password logs everyone out). HTTP Basic auth with the
@@ -66,6 +66,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         "head": Id(head).to_string(),
         "start": Id(start).to_string(),
         "authed": authed,
+        "relay": state.relay.is_some(),
     });
     // `<` escaped so that no value can close the script element it sits in.
     let config = config.to_string().replace('<', "\\u003c");
@@ -129,14 +130,16 @@ fn redirect(to: &'static str, cookie: Option<String>) -> Response {
 }
 
 /// `GET /info`: Pubky's admin info (counts, key, version) and Hearth's own numbers: the
-/// log's head and oldest event, events retained, the LMDB map, open streams, relay sources.
+/// log's head and oldest event, events retained, the LMDB map, open streams. A relay has no
+/// users, tokens or files: its `/info` has its sources (as `/relay/sources`) instead.
 pub async fn info(State(state): State<AppState>) -> Result<Json<Value>> {
     let files = state.files.clone();
     let log = state.log.clone();
+    let relay = state.relay.is_some();
     let (counts, head, first, events, (map_used, map_size)) =
         tokio::task::spawn_blocking(move || {
             Ok::<_, crate::store::StoreError>((
-                files.counts()?,
+                (!relay).then(|| files.counts()).transpose()?,
                 log.last_seq()?,
                 log.first_seq()?,
                 log.count()?,
@@ -145,18 +148,12 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<Value>> {
         })
         .await
         .map_err(|err| Error::Internal(err.to_string()))??;
-    Ok(Json(json!({
-        "num_users": counts.users,
-        "num_disabled_users": counts.disabled_users,
-        "total_disk_used_mb": counts.used_bytes / MIB,
-        "num_signup_codes": counts.signup_tokens,
-        "num_unused_signup_codes": counts.unused_signup_tokens,
+    let mut info = json!({
         "public_key": state.server_key.as_ref(),
         "pkarr_pubky_address": pubky_address(&state),
         "pkarr_icann_domain": icann_address(&state),
         "version": env!("CARGO_PKG_VERSION"),
         "url": format!("http://{}", state.config.listen),
-        "total_disk_used_bytes": counts.used_bytes,
         "log": {
             "head": Id(head).to_string(),
             "head_seq": head,
@@ -165,8 +162,23 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<Value>> {
         },
         "map": { "used_bytes": map_used, "size_bytes": map_size },
         "event_streams": state.hub.subscribers(),
-        "relay_sources": crate::telemetry::relay_sources(),
-    })))
+    });
+    let role = match (&state.relay, counts) {
+        (Some(relay), _) => json!({ "relay_sources": relay.sources() }),
+        (None, Some(counts)) => json!({
+            "num_users": counts.users,
+            "num_disabled_users": counts.disabled_users,
+            "total_disk_used_mb": counts.used_bytes / MIB,
+            "num_signup_codes": counts.signup_tokens,
+            "num_unused_signup_codes": counts.unused_signup_tokens,
+            "total_disk_used_bytes": counts.used_bytes,
+        }),
+        (None, None) => json!({}),
+    };
+    if let (Some(info), Value::Object(role)) = (info.as_object_mut(), role) {
+        info.extend(role);
+    }
+    Ok(Json(info))
 }
 
 /// Where the pkarr record sends PubkyTLS clients, as Pubky's `/info` prints it: the public IP

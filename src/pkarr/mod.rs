@@ -8,6 +8,7 @@
 //! - `publisher`: publishes that record in the background, retried until it lands, then hourly;
 //! - `republisher`: republishes the users' own records, unchanged, so they don't expire;
 //! - `resolve`: from a homeserver's key to how to reach it (for the relay);
+//! - `tls`: the client side of PubkyTLS, for a server whose key is known;
 //! - `testnet`: a local DHT for development (`hearth testnet`).
 //!
 //! `Beacon` runs the publisher and the republisher for a server. Nothing here knows HTTP or the
@@ -18,6 +19,7 @@ pub mod record;
 pub mod republisher;
 pub mod resolve;
 pub mod testnet;
+pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

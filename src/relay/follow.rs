@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::ingest::{Incoming, Ingest, Ingested};
+use super::locate::locate;
 use super::source::{Endpoint, Protocol, SourceSpec};
 use super::{Context, State, StatusCell};
 use crate::keys;
@@ -40,12 +41,15 @@ pub(crate) async fn run(
     let mut shutdown = context.shutdown.clone();
     let text = spec.to_string();
     let mut delay = context.settings.min_backoff;
+    let mut again = false;
     loop {
         let mut session = Session {
             context: &context,
+            client: context.client.clone(),
             source: &text,
             status: &status,
             progressed: false,
+            again,
         };
         let failure = tokio::select! {
             outcome = session.follow(&spec) => match outcome {
@@ -58,6 +62,7 @@ pub(crate) async fn run(
         if session.progressed {
             delay = context.settings.min_backoff;
         }
+        again = true;
         let (state, reason) = match failure {
             Failure::Retry(reason) => (State::Backoff, reason),
             Failure::Fatal(reason) => (State::Failed, reason),
@@ -97,19 +102,28 @@ fn jittered(delay: Duration) -> Duration {
 /// One attempt at following a source.
 pub(crate) struct Session<'a> {
     pub context: &'a Context,
+    /// The HTTP client that reaches the source (the shared one, or a PubkyTLS client).
+    pub client: reqwest::Client,
     /// The canonical spec: the source's row.
     pub source: &'a str,
     pub status: &'a StatusCell,
     /// Whether a batch committed in this attempt.
     pub progressed: bool,
+    /// Whether an attempt failed before this one.
+    pub again: bool,
 }
 
 impl Session<'_> {
     async fn follow(&mut self, spec: &SourceSpec) -> Outcome {
         self.set_state(State::Connecting);
-        let endpoint = match &spec.endpoint {
-            Some(endpoint) => endpoint.clone(),
-            None => resolve_key(spec.key.as_deref().unwrap_or_default())?,
+        let endpoint = match (&spec.endpoint, spec.key.as_deref()) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, Some(key)) => {
+                let located = locate(self.context, key, self.again).await?;
+                self.client = located.client;
+                located.endpoint
+            }
+            (None, None) => return Err(Failure::Fatal("a source names a key or a URL".into())),
         };
         let record = self
             .context
@@ -143,7 +157,6 @@ impl Session<'_> {
         before: Option<&str>,
     ) -> Result<(String, bool), Failure> {
         let response = self
-            .context
             .client
             .get(endpoint.url("/"))
             .timeout(REQUEST_TIMEOUT)
@@ -239,16 +252,6 @@ impl Session<'_> {
         status.duplicates += done.duplicates;
         status.last_error = None;
     }
-}
-
-/// Where a source named only by its key is. Locating it needs the pkarr resolver, which this
-/// build does not have: the seam for it is here.
-fn resolve_key(key: &str) -> Result<Endpoint, Failure> {
-    Err(Failure::Fatal(format!(
-        "resolving sources by key needs the pkarr resolver, which this build does not have \
-         yet: name the source's URL too, as {key}@http://host:port (Hearth) or \
-         {key}@pubky+http://host:port (Pubky)"
-    )))
 }
 
 /// A client error in words, with its cause (reqwest's own message is terse).

@@ -63,7 +63,6 @@ pub(crate) async fn follow(
         return Err(rewound(after, newest));
     }
     let response = session
-        .context
         .client
         .get(endpoint.url("/firehose"))
         .header("last-event-id", Id(after).to_string())
@@ -203,7 +202,6 @@ fn rewound(after: u64, newest: u64) -> Failure {
 async fn newest(session: &Session<'_>, endpoint: &Endpoint) -> Option<u64> {
     let probe = Id(u64::MAX >> 4).to_string();
     let response = session
-        .context
         .client
         .get(endpoint.url(&format!("/firehose?lastSeq={probe}&live=false")))
         .timeout(REQUEST_TIMEOUT)

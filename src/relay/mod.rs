@@ -6,6 +6,7 @@
 //!   mark) and the order of a homeserver's ids;
 //! - `ingest`: the writer op that stores one batch of one source, cursor and marks included;
 //! - `follow`: one task per source: find it, check its key, read it, back off when it fails;
+//! - `locate`: where a source named only by its key is (its pkarr record) and what it speaks;
 //! - `hearth`: reading a Hearth `/firehose` (SSE, resumed with `Last-Event-ID`);
 //! - `pubky`: reading a Pubky homeserver's `/events/` pages, with each event's exact id.
 //!
@@ -16,6 +17,7 @@
 mod follow;
 mod hearth;
 pub mod ingest;
+mod locate;
 mod pubky;
 pub mod source;
 pub mod tables;
@@ -32,6 +34,7 @@ pub use source::{SourceSpec, SpecError};
 pub use tables::RelayTables;
 
 use crate::log::Writer;
+use crate::pkarr::Network;
 use crate::store::StoreError;
 use ingest::SetAdmin;
 
@@ -55,8 +58,7 @@ pub enum RelayError {
 }
 
 /// What a source is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Locating it, checking its key, opening its stream.
     Connecting,
@@ -67,6 +69,24 @@ pub enum State {
     /// It cannot be followed as specified (`last_error` says why); not retried until it is
     /// removed and added again.
     Failed,
+}
+
+impl State {
+    /// The state as `/relay/sources` and the metrics write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Following => "following",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// One source as `GET /relay/sources` shows it.
@@ -126,6 +146,9 @@ impl StatusCell {
 /// How sources are read; the defaults suit a relay in production and in tests alike.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Where the records of sources named by key are looked up (the homeserver's
+    /// `--pkarr-bootstrap` and `--pkarr-relay`).
+    pub network: Network,
     /// How long a caught-up Pubky source waits before asking for new events.
     pub poll: Duration,
     /// The first retry delay after a failure; it doubles up to `max_backoff`.
@@ -136,6 +159,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            network: Network::default(),
             poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
@@ -148,10 +172,19 @@ impl Default for Settings {
 pub(crate) struct Context {
     pub writer: Writer,
     pub tables: RelayTables,
-    /// One HTTP client (one connection pool) for every source.
+    /// One HTTP client (one connection pool) for every source reached by URL.
     pub client: reqwest::Client,
+    /// Finds the sources named by key.
+    pub resolver: Arc<locate::Resolver>,
     pub settings: Arc<Settings>,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// How the relay's HTTP clients are made: the shared one, and one per PubkyTLS source.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("hearth-relay/", env!("CARGO_PKG_VERSION")))
 }
 
 struct Running {
@@ -188,17 +221,17 @@ impl Relay {
         settings: Settings,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Relay, RelayError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("hearth-relay/", env!("CARGO_PKG_VERSION")))
+        let client = client_builder()
             .build()
             .map_err(|err| RelayError::Client(err.to_string()))?;
+        let resolver = Arc::new(locate::Resolver::new(settings.network.clone()));
         let relay = Relay {
             inner: Arc::new(Inner {
                 context: Context {
                     writer,
                     tables: tables.clone(),
                     client,
+                    resolver,
                     settings: Arc::new(settings),
                     shutdown,
                 },

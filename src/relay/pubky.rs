@@ -254,7 +254,6 @@ impl PageReader<'_, '_> {
         };
         let request = self
             .session
-            .context
             .client
             .get(self.endpoint.url(&path))
             .timeout(REQUEST_TIMEOUT);
