@@ -5,7 +5,7 @@
 //! got false 409s and interleaved listings. The tree (see `files::tree`) keys each entry by its
 //! parent directory's id and its own name, which fits at any depth and sorts in path order.
 //! Every file record moves over unchanged (it holds its full path), the directory entries are
-//! counted from the same pass, and the old `files` table is emptied, all in this migration's
+//! made in the same pass, and the old `files` table is emptied, all in this migration's
 //! one transaction.
 
 use heed::types::Bytes;

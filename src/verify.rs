@@ -290,7 +290,7 @@ fn check_files(
     let mut used_by_user: HashMap<String, u64> = HashMap::new();
     for entry in tree.iter(txn)? {
         let (key, bytes) = entry?;
-        // A directory's entry (its name ends with `/`) holds its entry count, not a file.
+        // A directory's entry (its name ends with `/`) says the directory exists; it is not a file.
         if key.ends_with(b"/") {
             continue;
         }

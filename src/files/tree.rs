@@ -8,9 +8,10 @@
 //! its files would (`a.txt` < `a/...` < `a0`). So a shallow listing is one range of keys and a
 //! deep one a depth-first walk of such ranges, both in path order at any path length.
 //!
-//! A directory entry holds the number of its direct entries (u64 big-endian): it is made with
-//! its first entry and removed with its last, so a directory exists exactly while something is
-//! stored below it. The root, `/pub/`, has no entry of its own.
+//! A directory's entry holds nothing: it is made with the directory's first entry and removed
+//! when a delete leaves the directory's range of entries empty, so a directory exists exactly
+//! while something is stored below it, and writing a file into an existing directory touches
+//! only that file's entry. The root, `/pub/`, has no entry of its own.
 
 use heed::types::Bytes;
 use heed::{Database, RwTxn};
@@ -49,71 +50,50 @@ fn is_root(dir: &str) -> bool {
     dir.len() <= PUBLIC_ROOT.len()
 }
 
-fn count(bytes: &[u8]) -> heed::Result<u64> {
-    let raw: [u8; 8] = bytes.try_into().map_err(|_| {
-        heed::Error::Decoding(
-            format!(
-                "a directory entry holds 8 bytes (its entry count), not {}",
-                bytes.len()
-            )
-            .into(),
-        )
-    })?;
-    Ok(u64::from_be_bytes(raw))
-}
+/// What a directory's entry holds: nothing. The entry only says the directory exists.
+const DIRECTORY: &[u8] = &[];
 
-/// Count a new file at `path` in its directory, making the directories that did not exist yet.
+/// Make the directories of a new file at `path` that do not exist yet, from its parent up.
+/// A file in an existing directory writes nothing here: one existence check, no count to
+/// bump, so a PUT dirties no page of the tree but its own entry's.
 pub fn link(
     tree: &Database<Bytes, Bytes>,
     txn: &mut RwTxn,
     user: &str,
     path: &str,
 ) -> heed::Result<()> {
-    recount(tree, txn, user, path, true)
+    let mut dir = split(path).0;
+    while !is_root(dir) {
+        let key = entry_key(user, dir);
+        if tree.get(txn, &key)?.is_some() {
+            return Ok(());
+        }
+        tree.put(txn, &key, DIRECTORY)?;
+        dir = split(dir).0;
+    }
+    Ok(())
 }
 
-/// Uncount the file at `path` (its entry already deleted), removing the directories it leaves
-/// empty.
+/// After the entry of `path` was deleted: remove the directories it leaves empty, from its
+/// parent up. Whether a directory is empty is one seek into its range of entries.
 pub fn unlink(
     tree: &Database<Bytes, Bytes>,
     txn: &mut RwTxn,
     user: &str,
     path: &str,
 ) -> heed::Result<()> {
-    recount(tree, txn, user, path, false)
-}
-
-/// One entry more (or fewer) in `path`'s directory. A directory that this makes (0 -> 1) or
-/// empties (1 -> 0) is itself an entry added to (or removed from) its parent, and so on up.
-fn recount(
-    tree: &Database<Bytes, Bytes>,
-    txn: &mut RwTxn,
-    user: &str,
-    path: &str,
-    add: bool,
-) -> heed::Result<()> {
     let mut dir = split(path).0;
     while !is_root(dir) {
-        let key = entry_key(user, dir);
-        let entries = tree.get(txn, &key)?.map(count).transpose()?.unwrap_or(0);
-        let now = match (add, entries) {
-            (true, n) => n + 1,
-            (false, 0) => {
-                return Err(heed::Error::Decoding(
-                    format!("{path} was stored without an entry for its directory {dir}").into(),
-                ))
-            }
-            (false, n) => n - 1,
-        };
-        if now == 0 {
-            tree.delete(txn, &key)?;
-        } else {
-            tree.put(txn, &key, &now.to_be_bytes())?;
-        }
-        // The directory existed before and still does: its parent is unchanged.
-        if entries > 0 && now > 0 {
+        let prefix = dir_prefix(user, dir);
+        if tree
+            .prefix_iter(txn, &prefix)?
+            .next()
+            .transpose()?
+            .is_some()
+        {
             return Ok(());
         }
+        tree.delete(txn, &entry_key(user, dir))?;
         dir = split(dir).0;
     }
     Ok(())
@@ -147,5 +127,43 @@ mod tests {
         // Within a directory: a file, a subdirectory and a sibling sort as their paths do.
         let keys = ["/pub/d/a.txt", "/pub/d/a/", "/pub/d/a0"].map(|p| entry_key(USER, p));
         assert!(keys[0] < keys[1] && keys[1] < keys[2]);
+    }
+
+    /// A directory exists while something is below it: made by its first entry, kept while
+    /// any is left, removed (with the parents it empties) by the last delete.
+    #[test]
+    fn directories_live_exactly_as_long_as_their_entries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // SAFETY: a fresh environment in a temp dir, opened once.
+        let env = unsafe {
+            heed::EnvOpenOptions::new()
+                .map_size(1 << 20)
+                .max_dbs(1)
+                .open(dir.path())
+        }
+        .expect("env");
+        let mut txn = env.write_txn().expect("txn");
+        let tree: Database<Bytes, Bytes> = env.create_database(&mut txn, Some("t")).expect("db");
+        let has =
+            |txn: &RwTxn, path: &str| tree.get(txn, &entry_key(USER, path)).unwrap().is_some();
+        for path in ["/pub/a/b/x", "/pub/a/b/y", "/pub/a/z"] {
+            tree.put(&mut txn, &entry_key(USER, path), b"file").unwrap();
+            link(&tree, &mut txn, USER, path).unwrap();
+        }
+        assert!(has(&txn, "/pub/a/") && has(&txn, "/pub/a/b/"));
+        let mut remove = |txn: &mut RwTxn, path: &str| {
+            assert!(tree.delete(txn, &entry_key(USER, path)).unwrap());
+            unlink(&tree, txn, USER, path).unwrap();
+        };
+        remove(&mut txn, "/pub/a/b/x");
+        assert!(has(&txn, "/pub/a/b/"), "y is still there");
+        remove(&mut txn, "/pub/a/b/y");
+        assert!(
+            !has(&txn, "/pub/a/b/") && has(&txn, "/pub/a/"),
+            "z is still in a/"
+        );
+        remove(&mut txn, "/pub/a/z");
+        assert!(!has(&txn, "/pub/a/"));
+        assert_eq!(tree.len(&txn).unwrap(), 0, "nothing is left");
     }
 }

@@ -148,12 +148,18 @@ pub(crate) fn native_into(out: &mut BytesMut, event: EventRef<'_>) {
     }
 }
 
-fn write_native<S: Sink>(out: &mut S, event: EventRef<'_>, clean: bool) {
+/// The two lines every frame opens with: `id: <id>` and `event: PUT|DEL`.
+fn write_head<S: Sink>(out: &mut S, event: EventRef<'_>) {
     out.put(b"id: ");
     put_id(out, event.seq);
     out.put(b"\nevent: ");
     out.put(event.kind.as_str().as_bytes());
-    out.put(b"\ndata: {\"seq\":\"");
+    out.put(b"\n");
+}
+
+fn write_native<S: Sink>(out: &mut S, event: EventRef<'_>, clean: bool) {
+    write_head(out, event);
+    out.put(b"data: {\"seq\":\"");
     put_id(out, event.seq);
     out.put(b"\",\"user\":\"");
     if clean {
@@ -222,11 +228,8 @@ pub(crate) fn pubky_into(out: &mut BytesMut, event: EventRef<'_>) {
 }
 
 fn write_pubky<S: Sink>(out: &mut S, event: EventRef<'_>) {
-    out.put(b"id: ");
-    put_id(out, event.seq);
-    out.put(b"\nevent: ");
-    out.put(event.kind.as_str().as_bytes());
-    out.put(b"\ndata: pubky://");
+    write_head(out, event);
+    out.put(b"data: pubky://");
     put_line_safe(out, event.key);
     out.put(b"\ndata: cursor: ");
     put_decimal(out, event.seq);
