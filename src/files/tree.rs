@@ -151,7 +151,7 @@ mod tests {
             link(&tree, &mut txn, USER, path).unwrap();
         }
         assert!(has(&txn, "/pub/a/") && has(&txn, "/pub/a/b/"));
-        let mut remove = |txn: &mut RwTxn, path: &str| {
+        let remove = |txn: &mut RwTxn, path: &str| {
             assert!(tree.delete(txn, &entry_key(USER, path)).unwrap());
             unlink(&tree, txn, USER, path).unwrap();
         };
