@@ -591,6 +591,13 @@ impl PubkyDouble {
             .route("/", get(|| async { "Pubky Homeserver" }))
             .route("/events/", get(events))
             .with_state(Arc::clone(&feed));
+        // Pubky 0.17 routes every other path to a user's files, which need a tenant.
+        let app = match version {
+            Version::V17 => {
+                app.fallback(|| async { (StatusCode::BAD_REQUEST, "Missing request tenant") })
+            }
+            Version::V05 => app,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

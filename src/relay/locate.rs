@@ -5,8 +5,10 @@
 //! `http://localhost:PORT`, another domain `https://domain`), else PubkyTLS to the record's
 //! address and TLS port, through a TLS client that accepts exactly that key. Then what it
 //! speaks: Hearth answers `GET /firehose?live=false&limit=1` with an event stream, Pubky does
-//! not (its `/events/` are paged). A record that cannot be found or read is a retry, never
-//! the end of the source: a homeserver's record may appear or move at any time.
+//! not (its `/events/` are paged; 0.17 answers any path it does not route with 400 "Missing
+//! request tenant", so a 400 is settled by its `GET /`, which says "Pubky Homeserver"). A
+//! record that cannot be found or read is a retry, never the end of the source: a
+//! homeserver's record may appear or move at any time.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -92,7 +94,8 @@ pub(crate) async fn locate(context: &Context, key: &str, again: bool) -> Result<
 }
 
 /// Hearth or Pubky: whether `/firehose` answers an event stream. A Pubky homeserver has no
-/// such route (404); any other refusal says nothing yet and is retried.
+/// such route: 404, or (0.17) 400 with a `GET /` that names Pubky. Any other refusal (a busy
+/// or rate-limited Hearth, say) says nothing yet and is retried.
 async fn protocol(client: &reqwest::Client, base: &str) -> Result<Protocol, Failure> {
     let response = client
         .get(format!("{base}/firehose?live=false&limit=1"))
@@ -112,8 +115,29 @@ async fn protocol(client: &reqwest::Client, base: &str) -> Result<Protocol, Fail
         reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED => {
             Ok(Protocol::Pubky)
         }
+        reqwest::StatusCode::BAD_REQUEST if says_pubky(client, base).await => Ok(Protocol::Pubky),
         status => Err(Failure::Retry(format!(
             "GET {base}/firehose answered {status}: cannot tell Hearth from Pubky yet"
         ))),
     }
+}
+
+/// Whether the server's `GET /` introduces a Pubky homeserver (0.5 and 0.17 say "Pubky
+/// Homeserver"; Hearth answers with its key).
+async fn says_pubky(client: &reqwest::Client, base: &str) -> bool {
+    let Ok(response) = client
+        .get(format!("{base}/"))
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    if !response.status().is_success() {
+        return false;
+    }
+    response
+        .text()
+        .await
+        .is_ok_and(|body| body.trim_start().starts_with("Pubky Homeserver"))
 }
