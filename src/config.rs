@@ -78,7 +78,8 @@ pub struct Config {
     pub head_timeout_secs: u64,
     /// Seconds a kept-alive connection may wait between requests.
     pub idle_timeout_secs: u64,
-    /// Seconds a request body may send nothing before it is refused (408).
+    /// Seconds a request body may send nothing before it is refused (408), and a response may
+    /// wait for the client to read before it is dropped.
     pub body_stall_secs: u64,
     /// Seconds a stop waits for open connections before closing them.
     pub shutdown_grace_secs: u64,
@@ -204,7 +205,8 @@ pub struct CommonArgs {
     /// Seconds a kept-alive connection may wait between requests [default: 60]
     #[arg(long, env = "HEARTH_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
-    /// Seconds a request body may send nothing before it is refused with 408 [default: 30]
+    /// Seconds a request body may send nothing before it is refused with 408, and a response
+    /// may wait for the client to read before it is dropped [default: 30]
     #[arg(long, env = "HEARTH_BODY_STALL_SECS")]
     pub body_stall_secs: Option<u64>,
     /// Seconds a stop waits for open connections before closing them [default: 5]

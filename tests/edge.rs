@@ -351,6 +351,64 @@ async fn a_stalled_body_is_a_408_and_leaves_no_spool_file() {
 }
 
 #[tokio::test]
+async fn a_response_the_client_stops_reading_is_dropped_after_the_stall_deadline() {
+    const SIZE: usize = 48 << 20;
+    let ts = TestServer::start_with(|c| {
+        c.body_stall_secs = 1;
+        c.max_body_bytes = 64 << 20;
+    })
+    .await;
+    let user = ts.signup().await;
+    assert_eq!(
+        user.put("/pub/big.bin", vec![b'x'; SIZE]).await.status(),
+        201
+    );
+
+    // A reader with a small window that reads the head, then nothing for a while: far more
+    // than the socket buffers hold is left to send, so the server's writes wait on it.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut slow = Raw {
+        stream: socket.connect(ts.server.addr()).await.expect("connect"),
+        buf: Vec::new(),
+    };
+    slow.send(
+        format!(
+            "GET /pub/big.bin HTTP/1.1\r\nHost: x\r\npubky-host: {}\r\n\r\n",
+            user.z32
+        )
+        .as_bytes(),
+    )
+    .await;
+    while !slow.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(slow.fill().await > 0, "the response head arrives");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let mut received = slow.buf.len();
+    let drained = tokio::time::timeout(GENEROUS, async {
+        loop {
+            let n = slow.fill().await;
+            slow.buf.clear();
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the server closed the stalled connection");
+    assert!(
+        received < SIZE,
+        "the server gave up on the response ({received} of {SIZE} bytes sent)"
+    );
+
+    // A client that reads is served the whole file, however long it takes.
+    let whole = user.get("/pub/big.bin").await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().await.expect("body").len(), SIZE);
+}
+
+#[tokio::test]
 async fn early_refusals_keep_a_keep_alive_connection_honest() {
     let ts = TestServer::start_with(|c| {
         c.max_body_bytes = 1000;

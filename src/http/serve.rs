@@ -16,7 +16,9 @@
 //! Deadlines: a request head must arrive whole within `head` of its first byte (of the
 //! connection, for the first one); a kept-alive connection may sit idle for `idle`; a request
 //! body that sends nothing for `body_stall` is answered `408` and dropped (its spool file goes
-//! with it). Event streams are exempt: they are never idle, they send keep-alives.
+//! with it), and a response the client reads nothing of for as long is abandoned with its
+//! connection. Event streams are exempt: they are never idle, they send keep-alives, and a
+//! subscriber that stops reading is served from the store when it resumes.
 //!
 //! Stopping: the loop stops accepting, idle connections close, requests in flight finish and
 //! event streams end (the hub closes them); whatever is still open after `grace` is dropped.
@@ -54,7 +56,8 @@ pub struct Limits {
     pub head: Duration,
     /// A kept-alive connection with no request may wait this long.
     pub idle: Duration,
-    /// A request body that sends nothing for this long is refused (408).
+    /// A request body that sends nothing for this long is refused (408); a response the
+    /// client reads nothing of for this long is dropped with its connection.
     pub body_stall: Duration,
     /// After a stop begins, how long connections get to finish.
     pub grace: Duration,
@@ -953,9 +956,9 @@ impl Drop for Tracked {
     }
 }
 
-/// The socket under hyper: replays the bytes read before hyper took over, and enforces the
-/// head and idle deadlines while no request is in flight (failing the read, which closes the
-/// connection).
+/// The socket under hyper: replays the bytes read before hyper took over, enforces the head
+/// and idle deadlines while no request is in flight (failing the read, which closes the
+/// connection), and fails a write that the client has let wait for `body_stall`.
 struct Watched<IO> {
     io: IO,
     replay: Bytes,
@@ -973,6 +976,10 @@ struct Watched<IO> {
     /// connection touches the timer wheel about once per head deadline.
     timer: Pin<Box<Sleep>>,
     armed: Instant,
+    /// How long a write may wait for the client to read, and the timer of the wait in
+    /// progress (none while writes go through).
+    write_stall: Duration,
+    write_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<IO> Watched<IO> {
@@ -990,6 +997,32 @@ impl<IO> Watched<IO> {
             deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             armed: deadline,
+            write_stall: limits.body_stall,
+            write_timer: None,
+        }
+    }
+
+    /// What a write or flush came to: progress ends any wait; a wait that has lasted
+    /// `write_stall` (the client reads nothing) fails the connection, which hyper then drops.
+    fn written<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.write_timer = None;
+            return poll;
+        }
+        let stall = self.write_stall;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of the response in time",
+            ))),
         }
     }
 
@@ -1064,7 +1097,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.written(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -1072,7 +1106,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.written(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -1080,7 +1115,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.written(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
