@@ -320,11 +320,17 @@ async fn the_tenant_by_header_query_or_host() {
 
 /// A head that is not HTTP, or one that frames its body two ways (Content-Length and
 /// Transfer-Encoding: request smuggling behind a proxy), is refused by the connection layer
-/// with a 400 and a body saying why, and changes nothing.
+/// with a 400 and a body saying why, and changes nothing: on the main listener and on the
+/// admin listener alike.
 #[tokio::test]
 async fn malformed_heads_are_refused_with_a_reason() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let hs = TestServer::start().await;
+    let hs = TestServer::start_with(|c| {
+        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.admin_password = Some("secret".into());
+    })
+    .await;
+    let admin = hs.server.admin_addr().expect("an admin listener");
     let alice = hs.signup().await;
     let events_before = hs.events().len();
     let z = &alice.z32;
@@ -342,16 +348,16 @@ async fn malformed_heads_are_refused_with_a_reason() {
             "both Content-Length and Transfer-Encoding",
         ),
     ] {
-        let mut socket = tokio::net::TcpStream::connect(hs.server.addr())
-            .await
-            .unwrap();
-        socket.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        socket.read_to_end(&mut answer).await.unwrap();
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
-        assert!(answer.contains("text/plain"), "{answer}");
-        assert!(answer.contains(reason), "{answer}");
+        for listener in [hs.server.addr(), admin] {
+            let mut socket = tokio::net::TcpStream::connect(listener).await.unwrap();
+            socket.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            socket.read_to_end(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 400 "), "{listener}: {answer}");
+            assert!(answer.contains("text/plain"), "{listener}: {answer}");
+            assert!(answer.contains(reason), "{listener}: {answer}");
+        }
     }
     assert_eq!(hs.events().len(), events_before, "nothing was written");
 }

@@ -7,11 +7,12 @@
 //! want of descriptors, the loop sheds the waiting connections with a reserved descriptor and
 //! backs off instead of spinning.
 //!
-//! On a listener that serves event streams, the first request head of a connection is read
-//! here (`read_head`): `GET /firehose` and `GET /events-stream` are answered by the router and
-//! their frames written straight to the socket (`serve_stream`), which keeps an idle stream at
-//! a few hundred bytes instead of hyper's two 8 KiB buffers. Every other request goes to hyper,
-//! with the bytes already read replayed in front of the socket, for the rest of the connection.
+//! The first request head of a connection is read here (`read_head`), so that a malformed one
+//! is refused with a body (hyper's own 400 has none). On a listener that serves event streams,
+//! `GET /firehose` and `GET /events-stream` are answered by the router and their frames written
+//! straight to the socket (`serve_stream`), which keeps an idle stream at a few hundred bytes
+//! instead of hyper's two 8 KiB buffers. Every other request goes to hyper, with the bytes
+//! already read replayed in front of the socket, for the rest of the connection.
 //!
 //! Deadlines: a request head must arrive whole within `head` of its first byte (of the
 //! connection, for the first one); a kept-alive connection may sit idle for `idle`; a request
@@ -286,9 +287,6 @@ async fn serve_io<IO>(shared: &Arc<Shared>, mut io: IO, peer: SocketAddr, accept
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if !shared.streams {
-        return Box::pin(serve_hyper(shared, io, peer, Bytes::new())).await;
-    }
     let mut shutdown = shared.shutdown.clone();
     let mut buf = Vec::new();
     let mut first = true;
@@ -319,6 +317,10 @@ where
                 return;
             }
             Head::Other => return Box::pin(serve_hyper(shared, io, peer, Bytes::from(buf))).await,
+            // A listener without event streams (admin, metrics) answers it like any request.
+            Head::Stream(..) if !shared.streams => {
+                return Box::pin(serve_hyper(shared, io, peer, Bytes::from(buf))).await
+            }
             Head::Stream(mut request, keep_alive) => {
                 // Handlers see the client's address (rate limits keyed by it).
                 request.extensions_mut().insert(ConnectInfo(peer));
