@@ -190,7 +190,8 @@ async fn events(
     let deadline = started + limit;
     let mut conn = Conn::connect(&context.target).await?;
     let mut users = BTreeSet::new();
-    let mut cursor = String::from("0");
+    // No cursor on the first page: Pubky 0.5 refuses `cursor=0` (its cursors are timestamps).
+    let mut cursor: Option<String> = None;
     let mut pass = Pass {
         events: 0,
         bytes: 0,
@@ -200,9 +201,11 @@ async fn events(
     };
     // Each page returns at least one event or ends the loop, so this is bounded by max_events.
     while pass.events < max_events && Instant::now() < deadline {
-        let answer = conn
-            .get(&format!("/events/?cursor={cursor}&limit={page}"))
-            .await?;
+        let target = match &cursor {
+            Some(cursor) => format!("/events/?cursor={cursor}&limit={page}"),
+            None => format!("/events/?limit={page}"),
+        };
+        let answer = conn.get(&target).await?;
         pass.requests += 1;
         if !answer.status.is_success() {
             return Err(LoadError::Protocol(format!(
@@ -232,7 +235,7 @@ async fn events(
         }
         pass.events += count;
         match next {
-            Some(next) if count > 0 => cursor = next,
+            Some(next) if count > 0 => cursor = Some(next),
             _ => {
                 pass.complete = true;
                 break;
