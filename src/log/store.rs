@@ -246,88 +246,77 @@ impl EventLog {
         after: u64,
         users: Option<&[(&str, u64)]>,
         max: usize,
-        mut visit: impl FnMut(EventRef<'_>) -> bool,
+        visit: impl FnMut(EventRef<'_>) -> bool,
     ) -> Result<Replayed, StoreError> {
         let txn = self.env.read_txn()?;
         let newest = self.read_last_seq(&txn)?;
         let first = self.events.first(&txn)?.map(|(seq, _)| seq);
-        let mut reached = after;
-        let mut visited = 0;
+        let mut progress = Progress {
+            visit,
+            max,
+            visited: 0,
+            reached: after,
+        };
         let Some(start) = after.checked_add(1) else {
             return Ok(Replayed {
+                reached: after,
+                done: true,
+                first,
+            });
+        };
+        let stopped = |reached| {
+            Ok(Replayed {
                 reached,
-                done: true,
+                done: false,
                 first,
-            });
+            })
         };
-        let Some(users) = users else {
-            for entry in self.events.range(&txn, &(start..))? {
-                if visited == max {
-                    return Ok(Replayed {
-                        reached,
-                        done: false,
-                        first,
-                    });
-                }
-                let (seq, bytes) = entry?;
-                visited += 1;
-                reached = seq;
-                if !visit(decode_ref(seq, bytes)?) {
-                    return Ok(Replayed {
-                        reached,
-                        done: false,
-                        first,
-                    });
+        match users {
+            None => {
+                for entry in self.events.range(&txn, &(start..))? {
+                    let (seq, bytes) = entry?;
+                    if !progress.step(seq, bytes)? {
+                        return stopped(progress.reached);
+                    }
                 }
             }
-            return Ok(Replayed {
-                reached: reached.max(newest),
-                done: true,
-                first,
-            });
-        };
-        // One cursor per user, merged: the heap holds each cursor's next sequence.
-        let mut cursors = Vec::with_capacity(users.len());
-        let mut heads = std::collections::BinaryHeap::with_capacity(users.len());
-        for &(user, floor) in users {
-            if user.len() != USER_KEY_LEN {
-                continue;
-            }
-            let from = start.max(floor.saturating_add(1));
-            let (lower, upper) = (user_key(user, from), user_key(user, u64::MAX));
-            let range = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
-            let mut cursor = self.by_user.range(&txn, &range)?;
-            if let Some(seq) = next_indexed(&mut cursor)? {
-                heads.push(std::cmp::Reverse((seq, cursors.len())));
-            }
-            cursors.push(cursor);
-        }
-        while let Some(std::cmp::Reverse((seq, at))) = heads.pop() {
-            if visited == max {
-                return Ok(Replayed {
-                    reached,
-                    done: false,
-                    first,
-                });
-            }
-            let bytes = self.events.get(&txn, &seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("by_user names event {seq}, which the log lacks"))
-            })?;
-            visited += 1;
-            reached = seq;
-            if !visit(decode_ref(seq, bytes)?) {
-                return Ok(Replayed {
-                    reached,
-                    done: false,
-                    first,
-                });
-            }
-            if let Some(next) = next_indexed(&mut cursors[at])? {
-                heads.push(std::cmp::Reverse((next, at)));
+            Some(users) => {
+                // One cursor per user, merged: the heap holds each cursor's next sequence.
+                let mut cursors = Vec::with_capacity(users.len());
+                let mut heads = std::collections::BinaryHeap::with_capacity(users.len());
+                for &(user, floor) in users {
+                    if user.len() != USER_KEY_LEN {
+                        continue;
+                    }
+                    let from = start.max(floor.saturating_add(1));
+                    let (lower, upper) = (user_key(user, from), user_key(user, u64::MAX));
+                    let range = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
+                    let mut cursor = self.by_user.range(&txn, &range)?;
+                    if let Some(seq) = next_indexed(&mut cursor)? {
+                        heads.push(std::cmp::Reverse((seq, cursors.len())));
+                    }
+                    cursors.push(cursor);
+                }
+                while let Some(std::cmp::Reverse((seq, at))) = heads.pop() {
+                    if progress.full() {
+                        return stopped(progress.reached);
+                    }
+                    let bytes = self.events.get(&txn, &seq)?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "by_user names event {seq}, which the log lacks"
+                        ))
+                    })?;
+                    if !progress.step(seq, bytes)? {
+                        return stopped(progress.reached);
+                    }
+                    if let Some(next) = next_indexed(&mut cursors[at])? {
+                        heads.push(std::cmp::Reverse((next, at)));
+                    }
+                }
             }
         }
         Ok(Replayed {
-            reached: reached.max(newest),
+            reached: progress.reached.max(newest),
             done: true,
             first,
         })
@@ -357,6 +346,32 @@ impl EventLog {
                 Ok(u64::from_be_bytes(raw))
             }
         }
+    }
+}
+
+/// Where a `replay` stands: how many events it visited, the last one, and the visitor.
+struct Progress<V> {
+    visit: V,
+    max: usize,
+    visited: usize,
+    reached: u64,
+}
+
+impl<V: FnMut(EventRef<'_>) -> bool> Progress<V> {
+    /// Whether `max` events were visited: the replay stops before the next one.
+    fn full(&self) -> bool {
+        self.visited == self.max
+    }
+
+    /// Visit event `seq`; false when the replay must stop here (it was full, and the event
+    /// was not visited, or the visitor said so, and it was).
+    fn step(&mut self, seq: u64, bytes: &[u8]) -> Result<bool, StoreError> {
+        if self.full() {
+            return Ok(false);
+        }
+        self.visited += 1;
+        self.reached = seq;
+        Ok((self.visit)(decode_ref(seq, bytes)?))
     }
 }
 

@@ -390,19 +390,30 @@ mod tests {
         }
     }
 
-    /// Ops queued behind a busy writer: the small ones commit together, and one heavier than
-    /// a batch's bytes waits for the next batch, alone.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_heavy_op_commits_alone_after_the_small_ones() {
-        let (_dir, store, log) = temp_log();
-        let meta = store.meta_table();
+    /// A writer over `log` whose commits are recorded: the sequences each one carried.
+    fn recorded_writer(
+        store: &Store,
+        log: &EventLog,
+    ) -> (Writer, WriterThread, Arc<Mutex<Vec<Vec<u64>>>>) {
         let commits: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
         let seen = Arc::clone(&commits);
         let listener: CommitListener = Arc::new(move |events: Vec<Arc<Event>>| {
             let seqs = events.iter().map(|e| e.seq).collect();
             seen.lock().expect("commits").push(seqs);
         });
-        let (writer, thread) = Writer::start(&store, log.clone(), listener).expect("writer");
+        let (writer, thread) = Writer::start(store, log.clone(), listener).expect("writer");
+        (writer, thread, commits)
+    }
+
+    /// Hold the writer busy with a gated first op (at `/pub/blocker`), once it runs: its
+    /// answer, and the sender that releases it.
+    async fn hold_busy(
+        writer: &Writer,
+        meta: Meta,
+    ) -> (
+        tokio::task::JoinHandle<Result<u64, StoreError>>,
+        std_mpsc::Sender<()>,
+    ) {
         let (started_tx, started) = std_mpsc::channel();
         let (release, gate) = std_mpsc::channel();
         let mut blocker = Append::new(meta, "/pub/blocker", false);
@@ -415,6 +426,24 @@ mod tests {
             .await
             .expect("join")
             .expect("the blocker runs");
+        (first, release)
+    }
+
+    /// Wait until `ops` ops wait in the writer's queue.
+    async fn until_queued(writer: &Writer, ops: usize) {
+        while writer.jobs.max_capacity() - writer.jobs.capacity() < ops {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Ops queued behind a busy writer: the small ones commit together, and one heavier than
+    /// a batch's bytes waits for the next batch, alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heavy_op_commits_alone_after_the_small_ones() {
+        let (_dir, store, log) = temp_log();
+        let meta = store.meta_table();
+        let (writer, thread, commits) = recorded_writer(&store, &log);
+        let (first, release) = hold_busy(&writer, meta).await;
         let mut heavy = Append::new(meta, "/pub/heavy", false);
         heavy.weight = MAX_BATCH_BYTES + 1;
         let queued = tokio::spawn({
@@ -429,9 +458,7 @@ mod tests {
                 .await
             }
         });
-        while writer.jobs.max_capacity() - writer.jobs.capacity() < 4 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&writer, 4).await;
         release.send(()).expect("release the blocker");
         assert_eq!(first.await.expect("join").expect("blocker commits"), 1);
         let results: Vec<u64> = queued
@@ -454,27 +481,10 @@ mod tests {
     async fn a_failing_op_rolls_back_only_itself_and_its_sequence() {
         let (_dir, store, log) = temp_log();
         let meta = store.meta_table();
-        let commits: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
-        let seen = Arc::clone(&commits);
-        let listener: CommitListener = Arc::new(move |events: Vec<Arc<Event>>| {
-            let seqs = events.iter().map(|e| e.seq).collect();
-            seen.lock().expect("commits").push(seqs);
-        });
-        let (writer, thread) = Writer::start(&store, log.clone(), listener).expect("writer");
+        let (writer, thread, commits) = recorded_writer(&store, &log);
 
         // Hold the writer busy with a first op, so that the next ones queue into one batch.
-        let (started_tx, started) = std_mpsc::channel();
-        let (release, gate) = std_mpsc::channel();
-        let mut blocker = Append::new(meta, "/pub/blocker", false);
-        blocker.gate = Some((started_tx, Mutex::new(gate)));
-        let first = tokio::spawn({
-            let writer = writer.clone();
-            async move { writer.submit(blocker).await }
-        });
-        tokio::task::spawn_blocking(move || started.recv())
-            .await
-            .expect("join")
-            .expect("the blocker runs");
+        let (first, release) = hold_busy(&writer, meta).await;
 
         let mut full = Append::new(meta, "/pub/full", false);
         full.mark = vec![0; 80 << 20];
@@ -491,9 +501,7 @@ mod tests {
                 .await
             }
         });
-        while writer.jobs.max_capacity() - writer.jobs.capacity() < 4 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&writer, 4).await;
         release.send(()).expect("release the blocker");
 
         assert_eq!(first.await.expect("join").expect("blocker commits"), 1);
