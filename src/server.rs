@@ -207,6 +207,7 @@ impl Server {
             hub: Arc::clone(&hub),
             bodies: bodies.clone(),
             relay: relay.clone(),
+            throttles: Arc::default(),
         };
         // Event streams never end by themselves: close them when shutdown begins, so that the
         // graceful shutdown below can finish.

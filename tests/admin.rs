@@ -317,6 +317,72 @@ async fn a_users_quota_is_read_and_changed_at_run_time_and_kept() {
     assert_eq!(quota["effective"]["storage_quota_mb"], json!("unlimited"));
 }
 
+/// A user's own `rate_write` and `rate_read` pace their file bodies (Pubky's speed limits):
+/// slow, complete, never refused; another user is not slowed. The limiter keeps real time, so
+/// this waits for real: a few seconds in all.
+#[tokio::test]
+async fn a_users_own_bandwidth_paces_their_uploads_and_downloads() {
+    let server = TestServer::start_token_mode().await;
+    let slow = signup(&server).await;
+    let other = signup(&server).await;
+    let path = format!("/users/{}/quota", slow.z32);
+    let patch = admin(&server, Method::PATCH, &path)
+        .json(&json!({ "rate_write": "64kb/s", "rate_read": "64kb/s" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
+
+    // 64 KiB pass at once (the burst), the next 96 KiB take a second and a half.
+    let body: Vec<u8> = (0..160 << 10).map(|i| (i % 251) as u8).collect();
+    let start = std::time::Instant::now();
+    let put = slow.put("/pub/big", body.clone()).await;
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let put_took = start.elapsed();
+    assert!(
+        put_took >= std::time::Duration::from_millis(1400),
+        "a 160 KiB upload at 64 KiB/s took {put_took:?}"
+    );
+
+    let start = std::time::Instant::now();
+    let read = slow.get("/pub/big").await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.bytes().await.unwrap().as_ref(), body.as_slice());
+    let get_took = start.elapsed();
+    assert!(
+        get_took >= std::time::Duration::from_millis(1400),
+        "a 160 KiB download at 64 KiB/s took {get_took:?}"
+    );
+
+    // Not another user's bodies, nor the paced user's once the limits are lifted.
+    assert_eq!(
+        other.put("/pub/big", body.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    let read = other.get("/pub/big").await;
+    assert_eq!(read.bytes().await.unwrap().len(), body.len());
+    let patch = admin(&server, Method::PATCH, &path)
+        .json(&json!({ "rate_write": "unlimited", "rate_read": null }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
+    // 2 MiB each way would take over a minute paced; lifted, they are not held back.
+    let large = vec![5u8; 2 << 20];
+    let start = std::time::Instant::now();
+    assert_eq!(
+        slow.put("/pub/large", large.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    let read = slow.get("/pub/large").await;
+    assert_eq!(read.bytes().await.unwrap().len(), large.len());
+    let lifted_took = start.elapsed();
+    assert!(
+        lifted_took < std::time::Duration::from_secs(20),
+        "lifted limits still paced: {lifted_took:?}"
+    );
+}
+
 #[tokio::test]
 async fn signup_tokens_are_listed_and_carry_their_limits() {
     let server = TestServer::start_token_mode().await;

@@ -4,8 +4,10 @@
 //!
 //! Enforced here: the storage quota (`storage_quota_mb`, in MiB, over the server's default
 //! `quota_bytes`) and `allowed_write_paths`. The bandwidth fields (`rate_read`, `rate_write`
-//! and their bursts) are kept and reported so that Pubky tooling round-trips, but Hearth does
-//! not throttle bodies: they are not enforced.
+//! and their bursts) are paced by the HTTP layer as bodies stream; this module says what they
+//! amount to (`Bandwidth::kib_per_window`).
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,38 +31,75 @@ impl<T> Limit<T> {
 
 /// A bandwidth rate as Pubky writes it: `<n><kb|mb|gb>/<s|m|h|d>`, e.g. `10mb/s`. Kept in
 /// its normalized text (unit in lower case).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Bandwidth(String);
 
 impl Bandwidth {
     pub fn parse(text: &str) -> Result<Bandwidth, String> {
-        let (amount, time) = text.split_once('/').ok_or_else(|| {
-            format!("invalid bandwidth rate {text:?}: expected <rate><kb|mb|gb>/<s|m|h|d>")
-        })?;
-        if !matches!(time, "s" | "m" | "h" | "d") {
-            return Err(format!(
-                "invalid time unit {time:?} in {text:?}: use s, m, h or d"
-            ));
-        }
-        let digits = amount.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, unit) = amount.split_at(digits);
-        let rate: u32 = number
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("invalid rate in {text:?}: a whole number above 0"))?;
-        let unit = unit.to_ascii_lowercase();
-        if !matches!(unit.as_str(), "kb" | "mb" | "gb") {
-            return Err(format!(
-                "{text:?} is not a bandwidth: use a unit of kb, mb or gb, e.g. \"10mb/s\""
-            ));
-        }
+        let (rate, unit, time) = split_bandwidth(text)?;
         Ok(Bandwidth(format!("{rate}{unit}/{time}")))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The rate as KiB per window, in Pubky's units: `kb` is one KiB, `mb` 1,024 of them, `gb`
+    /// 1,048,576; `s`, `m`, `h`, `d` are the window. `None` only for a stored value that no
+    /// longer parses.
+    pub fn kib_per_window(&self) -> Option<(u64, Duration)> {
+        let (rate, unit, time) = split_bandwidth(&self.0).ok()?;
+        Some((u64::from(rate) * kib_in(&unit), window_of(time)))
+    }
+
+    /// A burst given in the rate's own unit (`50` with `mb/s` is 50 MiB), in KiB.
+    pub fn burst_kib(&self, burst: u32) -> u64 {
+        let unit = split_bandwidth(&self.0).map_or(1, |(_, unit, _)| kib_in(&unit));
+        u64::from(burst) * unit
+    }
+}
+
+/// `<rate><kb|mb|gb>/<s|m|h|d>` into its rate, its unit in lower case and its window.
+fn split_bandwidth(text: &str) -> Result<(u32, String, &str), String> {
+    let (amount, time) = text.split_once('/').ok_or_else(|| {
+        format!("invalid bandwidth rate {text:?}: expected <rate><kb|mb|gb>/<s|m|h|d>")
+    })?;
+    if !matches!(time, "s" | "m" | "h" | "d") {
+        return Err(format!(
+            "invalid time unit {time:?} in {text:?}: use s, m, h or d"
+        ));
+    }
+    let digits = amount.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = amount.split_at(digits);
+    let rate: u32 = number
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("invalid rate in {text:?}: a whole number above 0"))?;
+    let unit = unit.to_ascii_lowercase();
+    if !matches!(unit.as_str(), "kb" | "mb" | "gb") {
+        return Err(format!(
+            "{text:?} is not a bandwidth: use a unit of kb, mb or gb, e.g. \"10mb/s\""
+        ));
+    }
+    Ok((rate, unit, time))
+}
+
+fn kib_in(unit: &str) -> u64 {
+    match unit {
+        "gb" => 1024 * 1024,
+        "mb" => 1024,
+        _ => 1,
+    }
+}
+
+fn window_of(time: &str) -> Duration {
+    Duration::from_secs(match time {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        _ => 1,
+    })
 }
 
 /// A user's limits (or those a signup token will give its user).
@@ -176,6 +215,29 @@ impl UserQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bandwidth_rates_amount_to_kib_per_window() {
+        let rate = |text: &str| Bandwidth::parse(text).unwrap();
+        assert_eq!(
+            rate("10mb/s").kib_per_window(),
+            Some((10 * 1024, Duration::from_secs(1)))
+        );
+        assert_eq!(
+            rate("500kb/m").kib_per_window(),
+            Some((500, Duration::from_secs(60)))
+        );
+        assert_eq!(
+            rate("2GB/h").kib_per_window(),
+            Some((2 * 1024 * 1024, Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            rate("1kb/d").kib_per_window(),
+            Some((1, Duration::from_secs(86_400)))
+        );
+        assert_eq!(rate("100mb/s").burst_kib(50), 50 * 1024);
+        assert_eq!(rate("3kb/s").burst_kib(7), 7);
+    }
 
     #[test]
     fn bandwidth_rates_parse_as_pubky_writes_them() {

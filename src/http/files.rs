@@ -1,7 +1,8 @@
 //! `/pub/`: reading, writing, deleting and listing files (spec section 3).
 //!
-//! Reads are public. A write is received in full (hashed, spooled) before it reaches the writer,
-//! so the commit that makes it visible and records its event is short and all-or-nothing.
+//! Reads are public; a user's own bandwidth limits pace their file bodies (`throttle`). A write
+//! is received in full (hashed, spooled) before it reaches the writer, so the commit that makes
+//! it visible and records its event is short and all-or-nothing.
 //! Formats follow the Pubky homeserver: quoted base64 BLAKE3 ETags, `201` on PUT, `204` on
 //! DELETE, listings as `pubky://` lines joined by `\n`.
 
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::{Error, Result};
 use super::session::authorize_write;
 use super::tenant::{parse_flag, query_pairs, require_tenant};
+use super::throttle::Direction;
 use super::AppState;
 use crate::files::content::{self, receive};
 use crate::files::{FileMeta, FileOp, ListOptions};
@@ -74,7 +76,15 @@ pub async fn put(
     }
     // Held until the write is answered: bodies waiting for the writer stay within the budget.
     let _share = state.bodies.take(content_length(&headers)).await;
-    let received = receive(body.into_data_stream(), max, &state.files.spool_dir()).await?;
+    let body = body.into_data_stream();
+    let spool_dir = state.files.spool_dir();
+    let pacer = account
+        .as_ref()
+        .and_then(|a| state.throttles.pacer(&user, &a.quota, Direction::Write));
+    let received = match pacer {
+        Some(pacer) => receive(Box::pin(pacer.pace(body)), max, &spool_dir).await?,
+        None => receive(body, max, &spool_dir).await?,
+    };
     let content_type = detect_content_type(path.as_str(), &received.head);
     let size = received.size;
     state
@@ -124,8 +134,17 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
         return Ok(response);
     }
     let length = meta.size;
-    let mut response =
-        Body::from_stream(content::read_stream(state.files.clone(), meta.clone())).into_response();
+    let content = content::read_stream(state.files.clone(), meta.clone());
+    let pacer = state.files.user(&user)?.and_then(|account| {
+        state
+            .throttles
+            .pacer(&user, &account.quota, Direction::Read)
+    });
+    let body = match pacer {
+        Some(pacer) => Body::from_stream(pacer.pace(content)),
+        None => Body::from_stream(content),
+    };
+    let mut response = body.into_response();
     file_headers(response.headers_mut(), &meta, length)?;
     Ok(response)
 }

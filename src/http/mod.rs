@@ -12,7 +12,8 @@
 //!   `status`: its status page and `/info`);
 //! - `relay`: a relay's routes (the event endpoints, `/relay/sources`) and its admin routes;
 //! - `metrics`: the metrics listener, and the middleware that counts requests by route;
-//! - `rate_limit`: the configured `[[rate_limits]]`, answered with 429;
+//! - `rate_limit`: the configured `[[rate_limits]]`, answered with 429; `throttle`: users'
+//!   own bandwidth limits, pacing file bodies;
 //! - `serve`: the connection layer under all of them (accept loops, TLS, deadlines, the
 //!   connection limit, a bounded stop, event streams written off hyper);
 //! - `tenant`: who a request is about; `session`: whether it proves a session that may write;
@@ -37,6 +38,7 @@ mod session;
 mod sse;
 mod status;
 mod tenant;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -75,6 +77,8 @@ pub struct AppState {
     pub bodies: crate::files::content::InFlight,
     /// A relay's sources; `None` on a homeserver.
     pub relay: Option<Relay>,
+    /// Users' bandwidth limits.
+    pub throttles: Arc<throttle::Throttles>,
 }
 
 impl AppState {

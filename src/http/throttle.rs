@@ -1,0 +1,223 @@
+//! Per-user bandwidth: a user's `rate_write` paces the PUT bodies sent to their files and
+//! `rate_read` the file bodies read from them, as the Pubky homeserver paces them. A limit of
+//! the user's own is a GCRA limiter counted in KiB (`governor`), shared by every request for
+//! that user in that direction; its burst is one window of the rate unless the user's burst
+//! says otherwise (in the rate's own unit). A paced body is slow, never refused: each chunk
+//! waits for its KiB before it is passed on, so TCP's flow control slows the other side.
+//!
+//! `default` and `unlimited` rates are not paced (Hearth has no server-wide bandwidth rule).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::clock::now_secs;
+use crate::files::quota::{Bandwidth, Limit, UserQuota};
+
+/// How often users whose cells have all refilled are forgotten.
+const SWEEP_SECS: u64 = 60;
+
+/// Which way a body goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// A file read (`rate_read`).
+    Read,
+    /// A file written (`rate_write`).
+    Write,
+}
+
+/// One limiter per distinct (rate, burst) and direction, keyed by user within it.
+#[derive(Default)]
+pub struct Throttles {
+    limiters: Mutex<HashMap<(Direction, Bandwidth, Option<u32>), Arc<UserLimiter>>>,
+    swept: AtomicU64,
+}
+
+struct UserLimiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+    /// The most KiB one wait may ask for: the limiter's burst.
+    burst: NonZeroU32,
+}
+
+impl Throttles {
+    /// The pacer for `user`'s bodies going `direction`, when their own limits set a rate.
+    pub fn pacer(&self, user: &str, quota: &UserQuota, direction: Direction) -> Option<Pacer> {
+        let (rate, burst) = match direction {
+            Direction::Read => (&quota.rate_read, quota.rate_read_burst),
+            Direction::Write => (&quota.rate_write, quota.rate_write_burst),
+        };
+        let Limit::Value(rate) = rate else {
+            return None;
+        };
+        self.sweep();
+        let mut limiters = self
+            .limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (direction, rate.clone(), burst);
+        let limiter = match limiters.get(&key) {
+            Some(limiter) => Arc::clone(limiter),
+            None => {
+                let limiter = Arc::new(UserLimiter::new(rate, burst)?);
+                limiters.insert(key, Arc::clone(&limiter));
+                limiter
+            }
+        };
+        Some(Pacer {
+            limiter,
+            user: user.to_string(),
+        })
+    }
+
+    /// Now and then, forget users whose cells have all refilled (they are as if never seen).
+    fn sweep(&self) {
+        let now = now_secs();
+        let last = self.swept.load(Ordering::Relaxed);
+        if now < last + SWEEP_SECS
+            || self
+                .swept
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let limiters = self
+            .limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for limiter in limiters.values() {
+            limiter.limiter.retain_recent();
+        }
+    }
+}
+
+impl UserLimiter {
+    /// `None` when the rate is too fast to pace (more than a KiB a nanosecond) or unreadable.
+    fn new(rate: &Bandwidth, burst: Option<u32>) -> Option<UserLimiter> {
+        let (kib, window) = rate.kib_per_window()?;
+        let period = window.checked_div(u32::try_from(kib).ok()?)?;
+        let burst_kib = burst.map_or(kib, |burst| rate.burst_kib(burst));
+        let burst = NonZeroU32::new(u32::try_from(burst_kib).unwrap_or(u32::MAX))?;
+        let quota = Quota::with_period(period)?.allow_burst(burst);
+        Some(UserLimiter {
+            limiter: RateLimiter::dashmap(quota),
+            burst,
+        })
+    }
+}
+
+/// Paces one user's bodies in one direction.
+#[derive(Clone)]
+pub struct Pacer {
+    limiter: Arc<UserLimiter>,
+    user: String,
+}
+
+impl Pacer {
+    /// `body`, each chunk passed on once its KiB (rounded up) are allowed.
+    pub fn pace<S, E>(self, body: S) -> impl Stream<Item = Result<Bytes, E>> + Send + 'static
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        body.then(move |chunk| {
+            let pacer = self.clone();
+            async move {
+                if let Ok(bytes) = &chunk {
+                    pacer.wait_for(bytes.len()).await;
+                }
+                chunk
+            }
+        })
+    }
+
+    async fn wait_for(&self, bytes: usize) {
+        let UserLimiter { limiter, burst } = &*self.limiter;
+        let mut kib = u64::try_from(bytes.div_ceil(1024)).unwrap_or(u64::MAX);
+        while kib > 0 {
+            // At most a burst at a time: a bigger ask could never be granted.
+            let ask = NonZeroU32::new(u32::try_from(kib.min(u64::from(burst.get()))).unwrap_or(1))
+                .unwrap_or(NonZeroU32::MIN);
+            loop {
+                match limiter.check_key_n(&self.user, ask) {
+                    Ok(Ok(())) => break,
+                    Ok(Err(not_until)) => {
+                        let wait = not_until.wait_time_from(limiter.clock().now());
+                        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                    }
+                    // Not reachable (the ask is at most the burst); never wait forever on it.
+                    Err(_) => break,
+                }
+            }
+            kib -= u64::from(ask.get());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::quota::Bandwidth;
+
+    fn quota(rate: &str, burst: Option<u32>) -> UserQuota {
+        UserQuota {
+            rate_read: Limit::Value(Bandwidth::parse(rate).unwrap()),
+            rate_read_burst: burst,
+            ..UserQuota::default()
+        }
+    }
+
+    #[test]
+    fn only_a_users_own_rate_is_paced() {
+        let throttles = Throttles::default();
+        let default = UserQuota::default();
+        assert!(throttles.pacer("u", &default, Direction::Read).is_none());
+        let unlimited = UserQuota {
+            rate_read: Limit::Unlimited,
+            ..UserQuota::default()
+        };
+        assert!(throttles.pacer("u", &unlimited, Direction::Read).is_none());
+        let own = quota("1mb/s", None);
+        assert!(throttles.pacer("u", &own, Direction::Read).is_some());
+        assert!(throttles.pacer("u", &own, Direction::Write).is_none());
+    }
+
+    #[test]
+    fn the_burst_is_one_window_unless_the_user_sets_it() {
+        let limiter = UserLimiter::new(&Bandwidth::parse("2mb/s").unwrap(), None).unwrap();
+        assert_eq!(limiter.burst.get(), 2048);
+        let limiter = UserLimiter::new(&Bandwidth::parse("2mb/s").unwrap(), Some(5)).unwrap();
+        assert_eq!(limiter.burst.get(), 5 * 1024);
+        let limiter = UserLimiter::new(&Bandwidth::parse("7kb/m").unwrap(), None).unwrap();
+        assert_eq!(limiter.burst.get(), 7);
+    }
+
+    // The limiter keeps real time (not tokio's), so this waits for real: about one second.
+    #[tokio::test]
+    async fn a_body_past_its_burst_waits_for_its_rate() {
+        let throttles = Throttles::default();
+        // 16 KiB a second, 16 KiB at once: the first 16 KiB pass, the next 16 wait a second.
+        let pacer = throttles
+            .pacer("u", &quota("16kb/s", None), Direction::Read)
+            .unwrap();
+        let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 8192])));
+        let start = std::time::Instant::now();
+        let paced: Vec<_> = pacer
+            .pace(futures_util::stream::iter(chunks))
+            .collect()
+            .await;
+        assert_eq!(paced.len(), 4);
+        assert!(paced
+            .iter()
+            .all(|chunk| chunk.as_ref().unwrap().len() == 8192));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+    }
+}
