@@ -33,10 +33,13 @@ pub enum Direction {
     Write,
 }
 
+/// A direction, a rate and its burst: users with the same share one limiter.
+type LimitKey = (Direction, Bandwidth, Option<u32>);
+
 /// One limiter per distinct (rate, burst) and direction, keyed by user within it.
 #[derive(Default)]
 pub struct Throttles {
-    limiters: Mutex<HashMap<(Direction, Bandwidth, Option<u32>), Arc<UserLimiter>>>,
+    limiters: Mutex<HashMap<LimitKey, Arc<UserLimiter>>>,
     swept: AtomicU64,
 }
 
