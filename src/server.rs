@@ -208,6 +208,7 @@ impl Server {
             bodies: bodies.clone(),
             relay: relay.clone(),
             throttles: Arc::default(),
+            login_key: http::admin_login_key(&keypair.secret_key()),
         };
         // Event streams never end by themselves: close them when shutdown begins, so that the
         // graceful shutdown below can finish.

@@ -475,3 +475,62 @@ async fn the_admin_deletes_one_entry_and_it_is_a_del_event() {
     let used = json_of(admin(&server, Method::GET, &format!("/users/{}", user.z32))).await;
     assert_eq!(used["used_bytes"], json!(0));
 }
+
+/// The status page's login cookie opens the admin calls, stays good across a restart (its key
+/// comes from the server's key), and is refused by another server with the same password and
+/// once the password changes.
+#[tokio::test]
+async fn the_status_page_login_survives_a_restart() {
+    let server = TestServer::start_token_mode().await;
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{}/login", server.admin_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("password={ADMIN_PASSWORD}"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = common::session_cookie(login.headers()).expect("a login cookie");
+    let info = |server: &TestServer| {
+        server
+            .http
+            .get(format!("{}/info", server.admin_url()))
+            .header("cookie", cookie.clone())
+            .send()
+    };
+    assert_eq!(info(&server).await.unwrap().status(), StatusCode::OK);
+
+    let server = server.restart().await;
+    assert_eq!(info(&server).await.unwrap().status(), StatusCode::OK);
+
+    // Another server with the same password did not make it: refused.
+    let stranger = TestServer::start_token_mode().await;
+    assert_eq!(
+        info(&stranger).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let TestServer {
+        server: running,
+        dir,
+        mut config,
+        http,
+    } = server;
+    running.shutdown();
+    running.stopped().await.expect("server stops cleanly");
+    config.admin_password = Some("a new password".into());
+    let server = TestServer {
+        server: hearth::server::Server::start(config.clone())
+            .await
+            .expect("server restarts"),
+        dir,
+        config,
+        http,
+    };
+    let refused = info(&server).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.text().await.unwrap().contains("log in again"));
+}

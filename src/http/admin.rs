@@ -115,12 +115,12 @@ pub(super) fn check_password(state: &AppState, headers: &HeaderMap) -> Result<()
     }
     let mut logins = super::session::cookies(headers, status::LOGIN_COOKIE).peekable();
     if logins.peek().is_some() {
-        let secret = status::login_secret(expected);
+        let secret = status::login_secret(state, expected);
         return if logins.any(|given| same(given.as_bytes(), secret.as_bytes())) {
             Ok(())
         } else {
             Err(Error::Unauthorized(
-                "the admin login has expired (the server restarted): log in again".into(),
+                "the admin login is no longer valid (the password changed): log in again".into(),
             ))
         };
     }

@@ -50,6 +50,7 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use error::Error;
+pub use status::admin_login_key;
 
 use crate::config::Config;
 use crate::files::{FileOp, Files, FilesError, Written};
@@ -79,6 +80,8 @@ pub struct AppState {
     pub relay: Option<Relay>,
     /// Users' bandwidth limits.
     pub throttles: Arc<throttle::Throttles>,
+    /// Keys the admin status page's login cookies (derived from the server's secret key).
+    pub login_key: [u8; 32],
 }
 
 impl AppState {

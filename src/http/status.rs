@@ -9,17 +9,15 @@
 //! its sources from `GET /relay/sources`; both need the password like every admin call. A browser cannot add the `X-Admin-Password`
 //! header to its requests, so the page offers a login form: `POST /login` checks the password
 //! and sets an `HttpOnly; SameSite=Strict` cookie holding a keyed hash of the password under a
-//! key made at start (a restart or a new password logs everyone out). HTTP Basic auth with the
+//! key derived from the server's secret key (it survives restarts; a new password or a new
+//! server key logs everyone out). HTTP Basic auth with the
 //! password works too (any user name), e.g. `http://admin:PASSWORD@host:port/`.
-
-use std::sync::OnceLock;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pubky_common::crypto::random_bytes;
 use serde_json::{json, Value};
 
 use super::admin::check_password;
@@ -37,11 +35,15 @@ const REPLAY: u64 = 50;
 
 const PAGE: &str = include_str!("status.html");
 
-/// The login cookie's value for `password`: a keyed BLAKE3 under a key made at start.
-pub fn login_secret(password: &str) -> String {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    let key = KEY.get_or_init(random_bytes::<32>);
-    blake3::keyed_hash(key, password.as_bytes())
+/// The key of the login cookies, derived from the server's secret key: only this server can
+/// make a cookie, and one it made stays good across restarts.
+pub fn admin_login_key(server_secret: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key("hearth 2026 admin status page login cookie", server_secret)
+}
+
+/// The login cookie's value for `password`: a keyed BLAKE3 under the server's login key.
+pub fn login_secret(state: &AppState, password: &str) -> String {
+    blake3::keyed_hash(&state.login_key, password.as_bytes())
         .to_hex()
         .to_string()
 }
@@ -106,7 +108,7 @@ pub async fn login(State(state): State<AppState>, body: Bytes) -> Response {
     }
     let cookie = format!(
         "{LOGIN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        login_secret(expected)
+        login_secret(&state, expected)
     );
     redirect("/", Some(cookie))
 }
