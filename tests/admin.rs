@@ -482,18 +482,7 @@ async fn the_admin_deletes_one_entry_and_it_is_a_del_event() {
 #[tokio::test]
 async fn the_status_page_login_survives_a_restart() {
     let server = TestServer::start_token_mode().await;
-    let login = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-        .post(format!("{}/login", server.admin_url()))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("password={ADMIN_PASSWORD}"))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::SEE_OTHER);
-    let cookie = common::session_cookie(login.headers()).expect("a login cookie");
+    let cookie = common::admin_login(&server.admin_url()).await;
     let info = |server: &TestServer| {
         server
             .http

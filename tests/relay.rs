@@ -1308,18 +1308,7 @@ async fn a_relays_listeners_are_built_like_a_homeservers() {
     );
 
     // The page's login: its cookie opens the admin calls, as the page makes them.
-    let login = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-        .post(format!("{admin}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("password={ADMIN_PASSWORD}"))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::SEE_OTHER);
-    let cookie = common::session_cookie(login.headers()).expect("a login cookie");
+    let cookie = common::admin_login(&admin).await;
     let sources = http
         .get(format!("{admin}/relay/sources"))
         .header("cookie", cookie)

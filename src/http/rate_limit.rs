@@ -148,12 +148,31 @@ struct Limit {
 pub struct Limits {
     limits: Vec<Limit>,
     proxies: Vec<IpNet>,
-    /// Unix seconds of the last sweep of keys not seen lately.
-    swept: AtomicU64,
+    sweeps: Sweeps,
 }
 
 /// How often keys that went quiet are dropped from the limiters' tables.
 const SWEEP_SECS: u64 = 60;
+
+/// When keyed limiters last forgot their quiet keys; says when to do it again, to one caller.
+#[derive(Debug, Default)]
+pub(super) struct Sweeps {
+    /// Unix seconds of the last sweep.
+    last: AtomicU64,
+}
+
+impl Sweeps {
+    /// True once every `SWEEP_SECS`, for the one caller that claims the sweep.
+    pub(super) fn due(&self) -> bool {
+        let now = now_secs();
+        let last = self.last.load(Ordering::Relaxed);
+        now >= last + SWEEP_SECS
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
 
 impl Limits {
     /// Build from validated rules (`Config::validate` ran first; a bad rule is skipped with a
@@ -178,7 +197,7 @@ impl Limits {
         Arc::new(Limits {
             limits,
             proxies,
-            swept: AtomicU64::new(now_secs()),
+            sweeps: Sweeps::default(),
         })
     }
 
@@ -270,14 +289,7 @@ impl Limits {
 
     /// Now and then, forget keys whose cells have all refilled (they are as if never seen).
     fn sweep(&self) {
-        let now = now_secs();
-        let last = self.swept.load(Ordering::Relaxed);
-        if now < last + SWEEP_SECS
-            || self
-                .swept
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.sweeps.due() {
             return;
         }
         for limit in &self.limits {

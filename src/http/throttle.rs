@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,11 +17,8 @@ use futures_util::{Stream, StreamExt};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::clock::now_secs;
+use super::rate_limit::Sweeps;
 use crate::files::quota::{Bandwidth, Limit, UserQuota};
-
-/// How often users whose cells have all refilled are forgotten.
-const SWEEP_SECS: u64 = 60;
 
 /// Which way a body goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,7 +36,7 @@ type LimitKey = (Direction, Bandwidth, Option<u32>);
 #[derive(Default)]
 pub struct Throttles {
     limiters: Mutex<HashMap<LimitKey, Arc<UserLimiter>>>,
-    swept: AtomicU64,
+    sweeps: Sweeps,
 }
 
 struct UserLimiter {
@@ -81,14 +77,7 @@ impl Throttles {
 
     /// Now and then, forget users whose cells have all refilled (they are as if never seen).
     fn sweep(&self) {
-        let now = now_secs();
-        let last = self.swept.load(Ordering::Relaxed);
-        if now < last + SWEEP_SECS
-            || self
-                .swept
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.sweeps.due() {
             return;
         }
         let limiters = self

@@ -160,6 +160,23 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .find(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
 }
 
+/// Log in on an admin listener's status page with the test password: the login cookie
+/// (`name=value`), as a browser would keep it.
+pub async fn admin_login(admin_url: &str) -> String {
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{admin_url}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("password={ADMIN_PASSWORD}"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    session_cookie(login.headers()).expect("a login cookie")
+}
+
 /// A signed-up user and a client acting for them.
 #[derive(Clone)]
 pub struct User {
