@@ -120,7 +120,7 @@ pub(super) fn check_password(state: &AppState, headers: &HeaderMap) -> Result<()
             Ok(())
         } else {
             Err(Error::Unauthorized(
-                "the admin login is no longer valid (the password changed): log in again".into(),
+                "the admin login is no longer valid (the password or the server key changed): log in again".into(),
             ))
         };
     }

@@ -6,12 +6,13 @@
 //! server's key and public URL, the log's head, and a live view of the firehose, which is
 //! public on the main listener (CORS is open there), read with `EventSource`. What only the
 //! admin may see (counts of users and tokens, the map) comes from `GET /info`, and on a relay
-//! its sources from `GET /relay/sources`; both need the password like every admin call. A browser cannot add the `X-Admin-Password`
-//! header to its requests, so the page offers a login form: `POST /login` checks the password
-//! and sets an `HttpOnly; SameSite=Strict` cookie holding a keyed hash of the password under a
-//! key derived from the server's secret key (it survives restarts; a new password or a new
-//! server key logs everyone out). HTTP Basic auth with the
-//! password works too (any user name), e.g. `http://admin:PASSWORD@host:port/`.
+//! its sources from `GET /relay/sources`; both need the password like every admin call.
+//!
+//! A browser cannot add the `X-Admin-Password` header to its requests, so the page offers a
+//! login form: `POST /login` checks the password and sets an `HttpOnly; SameSite=Strict` cookie
+//! holding a keyed hash of the password under a key derived from the server's secret key (it
+//! survives restarts; a new password or a new server key logs everyone out). HTTP Basic auth
+//! with the password works too (any user name), e.g. `http://admin:PASSWORD@host:port/`.
 
 use axum::body::Bytes;
 use axum::extract::State;
