@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::quota::Bandwidth;
 use crate::http::rate_limit::RateLimitRule;
 use crate::relay::SourceSpec;
 
@@ -50,6 +51,11 @@ pub struct Config {
     pub signup_mode: SignupMode,
     /// Per-user storage quota in bytes; none means unlimited.
     pub quota_bytes: Option<u64>,
+    /// The pace of file reads for users whose own `rate_read` is the default (`10mb/s`);
+    /// none means unpaced.
+    pub rate_read: Option<Bandwidth>,
+    /// The same for writes (`rate_write`).
+    pub rate_write: Option<Bandwidth>,
     /// The largest body a PUT may carry.
     pub max_body_bytes: u64,
     /// fsync each commit. Off is faster and may lose the last commits on a crash (never
@@ -117,6 +123,8 @@ impl Default for Config {
             admin_password: None,
             signup_mode: SignupMode::Open,
             quota_bytes: None,
+            rate_read: None,
+            rate_write: None,
             max_body_bytes: 100 << 20,
             sync: true,
             map_size: 64 << 30,
@@ -252,6 +260,14 @@ pub struct ServeArgs {
     /// Per-user quota in bytes [default: unlimited]
     #[arg(long, env = "HEARTH_QUOTA_BYTES")]
     pub quota_bytes: Option<u64>,
+    /// Pace of a user's file reads unless their own limits say otherwise, e.g. 10mb/s
+    /// [default: unpaced]
+    #[arg(long, env = "HEARTH_RATE_READ", value_name = "RATE")]
+    pub rate_read: Option<Bandwidth>,
+    /// Pace of a user's file writes unless their own limits say otherwise, e.g. 1mb/s
+    /// [default: unpaced]
+    #[arg(long, env = "HEARTH_RATE_WRITE", value_name = "RATE")]
+    pub rate_write: Option<Bandwidth>,
     /// Largest PUT body in bytes [default: 104857600]
     #[arg(long, env = "HEARTH_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<u64>,
@@ -286,6 +302,8 @@ impl Config {
             common: _,
             signup_mode,
             quota_bytes,
+            rate_read,
+            rate_write,
             max_body_bytes,
             max_body_bytes_in_flight,
         } = args.clone();
@@ -294,6 +312,12 @@ impl Config {
         }
         if quota_bytes.is_some() {
             config.quota_bytes = quota_bytes;
+        }
+        if rate_read.is_some() {
+            config.rate_read = rate_read;
+        }
+        if rate_write.is_some() {
+            config.rate_write = rate_write;
         }
         if let Some(v) = max_body_bytes {
             config.max_body_bytes = v;
@@ -323,6 +347,8 @@ impl Config {
         for (name, differs) in [
             ("signup_mode", config.signup_mode != homeserver.signup_mode),
             ("quota_bytes", config.quota_bytes != homeserver.quota_bytes),
+            ("rate_read", config.rate_read != homeserver.rate_read),
+            ("rate_write", config.rate_write != homeserver.rate_write),
             (
                 "max_body_bytes",
                 config.max_body_bytes != homeserver.max_body_bytes,
@@ -665,6 +691,33 @@ mod tests {
             }
             assert!(flags.contains(key), "the setting {key} has no --flag");
         }
+    }
+
+    #[test]
+    fn server_bandwidth_rates_are_read_checked_and_homeserver_only() {
+        let config = load("rate_read = \"10MB/s\"\n", &["--rate-write", "500kb/m"]);
+        assert_eq!(config.rate_read, Some(Bandwidth::parse("10mb/s").unwrap()));
+        assert_eq!(
+            config.rate_write,
+            Some(Bandwidth::parse("500kb/m").unwrap())
+        );
+        let bad = toml::from_str::<Config>("rate_read = \"10r/m\"\n").unwrap_err();
+        assert!(bad.to_string().contains("not a bandwidth"), "{bad}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, "rate_write = \"1mb/s\"\n").unwrap();
+        let refused = Config::load_relay(&RelayArgs {
+            common: CommonArgs {
+                config: Some(file),
+                ..CommonArgs::default()
+            },
+            sources: Vec::new(),
+        })
+        .unwrap_err();
+        assert!(
+            refused.0.contains("rate_write is a homeserver setting"),
+            "{refused}"
+        );
     }
 
     #[test]

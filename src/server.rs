@@ -21,6 +21,7 @@ use crate::datadir::{DataDirError, DataDirLock};
 use crate::files::content::InFlight;
 use crate::files::Files;
 use crate::http::serve::{self, Listener};
+use crate::http::throttle::Throttles;
 use crate::http::{self, AppState};
 use crate::identity::{self, IdentityError};
 use crate::log::hub::{Hub, DEFAULT_MAILBOX};
@@ -197,6 +198,10 @@ impl Server {
                 shutdown_rx.clone(),
             )?),
         };
+        let throttles = Arc::new(Throttles::new(
+            config.rate_read.clone(),
+            config.rate_write.clone(),
+        ));
         let state = AppState {
             files: files.clone(),
             log: log.clone(),
@@ -207,7 +212,7 @@ impl Server {
             hub: Arc::clone(&hub),
             bodies: bodies.clone(),
             relay: relay.clone(),
-            throttles: Arc::default(),
+            throttles,
             login_key: http::admin_login_key(&keypair.secret_key()),
         };
         // Event streams never end by themselves: close them when shutdown begins, so that the

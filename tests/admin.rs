@@ -385,6 +385,61 @@ async fn a_users_own_bandwidth_paces_their_uploads_and_downloads() {
     unpaced(slow).await;
 }
 
+/// The server's `rate_write` paces every user whose own rate is the default, each on their
+/// own; a user set to `"unlimited"` is not paced, and `effective` shows what applies.
+#[tokio::test]
+async fn the_servers_rate_paces_users_left_at_the_default() {
+    let server = TestServer::start_with(|c| {
+        c.signup_mode = hearth::config::SignupMode::Token;
+        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.admin_password = Some(ADMIN_PASSWORD.into());
+        c.rate_write = Some("64kb/s".parse().unwrap());
+    })
+    .await;
+    let paced = signup(&server).await;
+    let free = signup(&server).await;
+    let free_quota = format!("/users/{}/quota", free.z32);
+    let patch = admin(&server, Method::PATCH, &free_quota)
+        .json(&json!({ "rate_write": "unlimited" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
+    let quota = |user: &User| {
+        json_of(admin(
+            &server,
+            Method::GET,
+            &format!("/users/{}/quota", user.z32),
+        ))
+    };
+    assert_eq!(
+        quota(&paced).await["effective"]["rate_write"],
+        json!("64kb/s")
+    );
+    assert_eq!(
+        quota(&free).await["effective"]["rate_write"],
+        json!("unlimited")
+    );
+
+    // 160 KiB at 64 KiB/s with a 64 KiB burst: a second and a half.
+    let body = vec![1u8; 160 << 10];
+    let start = std::time::Instant::now();
+    assert_eq!(
+        paced.put("/pub/a", body.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    let took = start.elapsed();
+    assert!(took >= std::time::Duration::from_millis(1400), "{took:?}");
+    // 2 MiB would take half a minute at that pace.
+    let start = std::time::Instant::now();
+    assert_eq!(
+        free.put("/pub/a", vec![2u8; 2 << 20]).await.status(),
+        StatusCode::CREATED
+    );
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+}
+
 #[tokio::test]
 async fn signup_tokens_are_listed_and_carry_their_limits() {
     let server = TestServer::start_token_mode().await;

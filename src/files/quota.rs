@@ -30,9 +30,33 @@ impl<T> Limit<T> {
 }
 
 /// A bandwidth rate as Pubky writes it: `<n><kb|mb|gb>/<s|m|h|d>`, e.g. `10mb/s`. Kept in
-/// its normalized text (unit in lower case).
+/// its normalized text (unit in lower case); read back (from a store or a config file) only
+/// if it parses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Bandwidth(String);
+
+impl TryFrom<String> for Bandwidth {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Bandwidth, String> {
+        Bandwidth::parse(&text)
+    }
+}
+
+impl From<Bandwidth> for String {
+    fn from(rate: Bandwidth) -> String {
+        rate.0
+    }
+}
+
+impl std::str::FromStr for Bandwidth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Bandwidth, String> {
+        Bandwidth::parse(text)
+    }
+}
 
 impl Bandwidth {
     pub fn parse(text: &str) -> Result<Bandwidth, String> {

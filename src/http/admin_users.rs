@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use super::admin::{naive_datetime, parse_limit, DEFAULT_LIST_LIMIT};
 use super::error::{Error, Result};
 use super::tenant::query_pairs;
+use super::throttle::{Direction, Throttles};
 use super::AppState;
 use crate::files::quota::{Bandwidth, Limit, QuotaPatch, UserQuota, MIB};
 use crate::files::{FileOp, FilesError, UserFilter, UserOrder, UserRecord};
@@ -48,7 +49,7 @@ fn user_item(state: &AppState, user: &str, record: &UserRecord) -> Value {
 /// `{"effective": ..., "overrides": ...}`, as Pubky's `GET /users/{pubkey}/quota`.
 fn quota_answer(state: &AppState, quota: &UserQuota) -> Value {
     json!({
-        "effective": effective_json(quota, state.config.quota_bytes),
+        "effective": effective_json(quota, state.config.quota_bytes, &state.throttles),
         "overrides": quota_json(quota),
     })
 }
@@ -224,7 +225,7 @@ pub fn quota_json(quota: &UserQuota) -> Value {
 
 /// The limits that apply: the user's own, else the server's (`"unlimited"` where it has
 /// none). `storage_quota_bytes` is Hearth's: the exact byte limit behind `storage_quota_mb`.
-fn effective_json(quota: &UserQuota, default_bytes: Option<u64>) -> Value {
+fn effective_json(quota: &UserQuota, default_bytes: Option<u64>, throttles: &Throttles) -> Value {
     let mut out = Map::new();
     let bytes = quota.storage_bytes(default_bytes);
     out.insert(
@@ -235,14 +236,13 @@ fn effective_json(quota: &UserQuota, default_bytes: Option<u64>) -> Value {
         "storage_quota_bytes".into(),
         bytes.map_or(json!("unlimited"), |b| json!(b)),
     );
-    for (name, rate) in [
-        ("rate_read", &quota.rate_read),
-        ("rate_write", &quota.rate_write),
+    for (name, direction) in [
+        ("rate_read", Direction::Read),
+        ("rate_write", Direction::Write),
     ] {
-        let value = match rate {
-            Limit::Value(b) => json!(b.as_str()),
-            Limit::Default | Limit::Unlimited => json!("unlimited"),
-        };
+        let value = throttles
+            .rate(quota, direction)
+            .map_or(json!("unlimited"), |(rate, _)| json!(rate.as_str()));
         out.insert(name.into(), value);
     }
     bursts_and_paths(quota, &mut out);
@@ -382,9 +382,20 @@ mod tests {
         let reset = quota.patched(&quota_from_json(&json!({"storage_quota_mb": null})).unwrap());
         assert_eq!(reset.storage_quota_mb, Limit::Default);
         assert_eq!(reset.rate_write, quota.rate_write, "absent fields stay");
-        let effective = effective_json(&UserQuota::default(), Some(3 * MIB));
+        let unpaced = Throttles::default();
+        let effective = effective_json(&UserQuota::default(), Some(3 * MIB), &unpaced);
         assert_eq!(effective["storage_quota_mb"], json!(3));
         assert_eq!(effective["rate_read"], json!("unlimited"));
+        let server_rates = Throttles::new(None, Some(Bandwidth::parse("2mb/s").unwrap()));
+        let effective = effective_json(&UserQuota::default(), None, &server_rates);
+        assert_eq!(effective["rate_read"], json!("unlimited"));
+        assert_eq!(effective["rate_write"], json!("2mb/s"), "the server's rate");
+        let effective = effective_json(&quota, None, &server_rates);
+        assert_eq!(
+            effective["rate_write"],
+            json!("10mb/s"),
+            "the user's own rate"
+        );
     }
 
     #[test]

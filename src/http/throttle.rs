@@ -5,7 +5,8 @@
 //! says otherwise (in the rate's own unit). A paced body is slow, never refused: each chunk
 //! waits for its KiB before it is passed on, so TCP's flow control slows the other side.
 //!
-//! `default` and `unlimited` rates are not paced (Hearth has no server-wide bandwidth rule).
+//! A user whose rate is the default is paced by the server's `rate_read` / `rate_write` (each
+//! user on their own, burst one window), when set; `unlimited` is never paced.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -35,6 +36,9 @@ type LimitKey = (Direction, Bandwidth, Option<u32>);
 /// One limiter per distinct (rate, burst) and direction, keyed by user within it.
 #[derive(Default)]
 pub struct Throttles {
+    /// The server's rates for users whose own are the default.
+    default_read: Option<Bandwidth>,
+    default_write: Option<Bandwidth>,
     limiters: Mutex<HashMap<LimitKey, Arc<UserLimiter>>>,
     sweeps: Sweeps,
 }
@@ -46,15 +50,40 @@ struct UserLimiter {
 }
 
 impl Throttles {
-    /// The pacer for `user`'s bodies going `direction`, when their own limits set a rate.
+    /// With the server's rates for users whose own are the default (none: unpaced).
+    pub fn new(default_read: Option<Bandwidth>, default_write: Option<Bandwidth>) -> Throttles {
+        Throttles {
+            default_read,
+            default_write,
+            ..Throttles::default()
+        }
+    }
+
+    /// The rate and burst that pace `quota`'s user going `direction`: their own, else the
+    /// server's (burst one window); `None` when unpaced.
+    pub fn rate<'a>(
+        &'a self,
+        quota: &'a UserQuota,
+        direction: Direction,
+    ) -> Option<(&'a Bandwidth, Option<u32>)> {
+        let (own, burst, default) = match direction {
+            Direction::Read => (&quota.rate_read, quota.rate_read_burst, &self.default_read),
+            Direction::Write => (
+                &quota.rate_write,
+                quota.rate_write_burst,
+                &self.default_write,
+            ),
+        };
+        match own {
+            Limit::Value(rate) => Some((rate, burst)),
+            Limit::Default => default.as_ref().map(|rate| (rate, None)),
+            Limit::Unlimited => None,
+        }
+    }
+
+    /// The pacer for `user`'s bodies going `direction`, when a rate applies to them.
     pub fn pacer(&self, user: &str, quota: &UserQuota, direction: Direction) -> Option<Pacer> {
-        let (rate, burst) = match direction {
-            Direction::Read => (&quota.rate_read, quota.rate_read_burst),
-            Direction::Write => (&quota.rate_write, quota.rate_write_burst),
-        };
-        let Limit::Value(rate) = rate else {
-            return None;
-        };
+        let (rate, burst) = self.rate(quota, direction)?;
         self.sweep();
         let mut limiters = self
             .limiters
@@ -167,18 +196,39 @@ mod tests {
     }
 
     #[test]
-    fn only_a_users_own_rate_is_paced() {
-        let throttles = Throttles::default();
+    fn a_users_own_rate_wins_then_the_servers() {
+        let rate = |text: &str| Bandwidth::parse(text).unwrap();
         let default = UserQuota::default();
-        assert!(throttles.pacer("u", &default, Direction::Read).is_none());
         let unlimited = UserQuota {
             rate_read: Limit::Unlimited,
             ..UserQuota::default()
         };
-        assert!(throttles.pacer("u", &unlimited, Direction::Read).is_none());
-        let own = quota("1mb/s", None);
-        assert!(throttles.pacer("u", &own, Direction::Read).is_some());
-        assert!(throttles.pacer("u", &own, Direction::Write).is_none());
+        let own = quota("1mb/s", Some(3));
+
+        let unpaced = Throttles::default();
+        assert!(unpaced.pacer("u", &default, Direction::Read).is_none());
+        assert!(unpaced.pacer("u", &unlimited, Direction::Read).is_none());
+        assert_eq!(
+            unpaced.rate(&own, Direction::Read),
+            Some((&rate("1mb/s"), Some(3)))
+        );
+        assert!(unpaced.pacer("u", &own, Direction::Read).is_some());
+        assert!(unpaced.pacer("u", &own, Direction::Write).is_none());
+
+        let server = Throttles::new(Some(rate("5mb/s")), Some(rate("2kb/s")));
+        assert_eq!(
+            server.rate(&default, Direction::Read),
+            Some((&rate("5mb/s"), None))
+        );
+        assert_eq!(
+            server.rate(&default, Direction::Write),
+            Some((&rate("2kb/s"), None))
+        );
+        assert_eq!(server.rate(&unlimited, Direction::Read), None);
+        assert_eq!(
+            server.rate(&own, Direction::Read),
+            Some((&rate("1mb/s"), Some(3)))
+        );
     }
 
     #[test]
