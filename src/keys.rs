@@ -45,6 +45,19 @@ pub fn parse(text: &str) -> Result<String, KeyError> {
 /// z-base32's alphabet.
 const Z32: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 
+/// Each byte's value in the alphabet, or `NOT_Z32`: a lookup per character, not a search (a
+/// key is decoded on every request that names a user).
+const Z32_VALUES: [u8; 256] = {
+    let mut values = [NOT_Z32; 256];
+    let mut index = 0;
+    while index < Z32.len() {
+        values[Z32[index] as usize] = index as u8;
+        index += 1;
+    }
+    values
+};
+const NOT_Z32: u8 = 0xff;
+
 /// The 32 bytes that a canonical z-base32 key spells (52 characters of the alphabet, the 4
 /// bits of padding zero), without asking whether they are a point on the curve.
 pub fn z32_decode(text: &str) -> Option<[u8; 32]> {
@@ -57,7 +70,10 @@ pub fn z32_decode(text: &str) -> Option<[u8; 32]> {
     let mut bits = 0;
     let mut at = 0;
     for &c in chars {
-        let value = Z32.iter().position(|&z| z == c)? as u32;
+        let value = match Z32_VALUES[usize::from(c)] {
+            NOT_Z32 => return None,
+            value => u32::from(value),
+        };
         acc = (acc << 5) | value;
         bits += 5;
         if bits >= 8 {
@@ -160,6 +176,7 @@ mod tests {
         assert_eq!(z32_decode(&loose), None);
         assert_eq!(z32_decode(&ALICE[1..]), None);
         assert_eq!(z32_decode(&format!("{}l", &ALICE[..51])), None);
+        assert_eq!(z32_decode(&ALICE.to_uppercase()), None);
         for seed in 0..64u8 {
             let key = pkarr::Keypair::from_secret_key(&[seed; 32]).public_key();
             let text = key.to_string();

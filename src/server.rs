@@ -202,7 +202,7 @@ impl Server {
             config.rate_read.clone(),
             config.rate_write.clone(),
         ));
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             files: files.clone(),
             log: log.clone(),
             writer,
@@ -214,7 +214,7 @@ impl Server {
             relay: relay.clone(),
             throttles,
             login_key: http::admin_login_key(&keypair.secret_key()),
-        };
+        });
         // Event streams never end by themselves: close them when shutdown begins, so that the
         // graceful shutdown below can finish.
         let stop_streams = shutdown_rx.clone();

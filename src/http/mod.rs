@@ -59,9 +59,27 @@ use crate::log::EventLog;
 use crate::log::Writer;
 use crate::relay::Relay;
 
-/// What every handler shares.
+/// What every handler shares: one allocation, so that the clone each handler and middleware
+/// takes is one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of `AppState`.
+pub struct Shared {
     /// The homeserver's state (reads; writes go through `writer`).
     pub files: Files,
     /// The event log, for replay.
