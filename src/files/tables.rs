@@ -42,7 +42,7 @@ pub struct Tables {
     /// signup token -> `SignupTokenRecord`
     pub signup_tokens: Database<Str, Bytes>,
     /// `tree::entry_key(user, path)` -> a file's `FileMeta`, or for a directory (a path ending
-    /// with `/`) the number of its entries, u64 BE. See `tree`.
+    /// with `/`) nothing: its entry only says it exists. See `tree`.
     pub tree: Database<Bytes, Bytes>,
     /// `chunk_key(content_seq, index)` -> up to `CHUNK_SIZE` bytes of content
     pub chunks: Database<Bytes, Bytes>,
